@@ -1,0 +1,111 @@
+"""The plan SODA samples with: which steps compute fully (anchors) and, on the reuse steps in between, what share
+of each module's image tokens is recomputed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .layout import ModelLayout
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A SODA schedule over one sampling run's steps.
+
+    ``recompute[t, l, m]`` is 1 on anchor steps (full compute, cache refreshed), 0 where module ``m`` of layer ``l``
+    reuses its cached output, and a value in (0, 1) where that share of the image tokens is recomputed and the rest
+    comes from the cache. Text and reference tokens are always recomputed on partial steps.
+    """
+
+    layout: ModelLayout
+    sigmas: torch.Tensor  # (T+1,) float64
+    anchors: tuple[int, ...]
+    recompute: torch.Tensor  # (T, L, M) float32
+    predicted_flops_ratio: float = 1.0
+    predicted_error: float = 0.0
+    notes: tuple[str, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        steps = self.sigmas.numel() - 1
+        problems = []
+        if not self.anchors or self.anchors[0] != 0:
+            problems.append(f"the first step must be an anchor, got anchors {list(self.anchors)}")
+        if any(b <= a for a, b in zip(self.anchors, self.anchors[1:], strict=False)) or self.anchors[-1] >= steps:
+            problems.append(f"anchors must increase within 0..{steps - 1}, got {list(self.anchors)}")
+        if self.recompute.shape != (steps, self.layout.num_layers, self.layout.num_modules):
+            problems.append(f"recompute has shape {tuple(self.recompute.shape)} for {steps} steps")
+        if problems:
+            raise ValueError("Invalid SODA schedule: " + "; ".join(problems) + ".")
+
+    @classmethod
+    def full_compute(cls, layout: ModelLayout, sigmas: torch.Tensor) -> Schedule:
+        """Every step is an anchor: sampling is exactly the unpatched model's."""
+        steps = sigmas.numel() - 1
+        recompute = torch.ones(steps, layout.num_layers, layout.num_modules)
+        return cls(layout, sigmas.double().cpu(), tuple(range(steps)), recompute, notes=("full compute",))
+
+    @property
+    def steps(self) -> int:
+        return self.sigmas.numel() - 1
+
+    @property
+    def anchor_mask(self) -> torch.Tensor:
+        mask = torch.zeros(self.steps, dtype=torch.bool)
+        mask[list(self.anchors)] = True
+        return mask
+
+    def distance(self, step: int) -> int:
+        """Steps since the last anchor (0 on an anchor step)."""
+        last = max(a for a in self.anchors if a <= step)
+        return step - last
+
+    def needs_cache_after(self, step: int) -> bool:
+        """True when ``step`` is an anchor followed by at least one reuse step."""
+        return step + 1 < self.steps and (step + 1) not in self.anchors
+
+    def summary(self) -> str:
+        reuse_steps = self.steps - len(self.anchors)
+        partial = self.recompute[~self.anchor_mask]
+        pruned_share = float((partial > 0).float().mean()) if partial.numel() else 0.0
+        lines = [
+            f"SODA schedule: {len(self.anchors)} full steps of {self.steps} ({reuse_steps} reuse steps)",
+            f"full steps: {list(self.anchors)}",
+            f"predicted transformer FLOPs speedup: {self.predicted_flops_ratio:.2f}x",
+            f"predicted sensitivity cost (summed error): {self.predicted_error:.4f}",
+            f"modules partially recomputed on reuse steps: {pruned_share:.0%}",
+            *self.notes,
+        ]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "layout": self.layout.to_json(),
+            "sigmas": self.sigmas.tolist(),
+            "anchors": list(self.anchors),
+            "recompute": self.recompute.tolist(),
+            "predicted_flops_ratio": self.predicted_flops_ratio,
+            "predicted_error": self.predicted_error,
+            "notes": list(self.notes),
+            "config": self.config,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Schedule:
+        return cls(
+            layout=ModelLayout.from_json(data["layout"]),
+            sigmas=torch.tensor(data["sigmas"], dtype=torch.float64),
+            anchors=tuple(int(a) for a in data["anchors"]),
+            recompute=torch.tensor(data["recompute"], dtype=torch.float32),
+            predicted_flops_ratio=float(data["predicted_flops_ratio"]),
+            predicted_error=float(data["predicted_error"]),
+            notes=tuple(data.get("notes", ())),
+            config=dict(data.get("config", {})),
+        )
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json())
