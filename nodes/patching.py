@@ -19,7 +19,7 @@ import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
-from ..soda_core.adapters import ModelAdapter, adapter_for, check_block_source, model_layout
+from ..soda_core.adapters import Granularity, ModelAdapter, adapter_for, check_block_source, model_layout
 from ..soda_core.layout import ModelLayout
 from ..soda_core.runtime import RunReport, SodaRun, StepObserver
 from ..soda_core.schedule import Schedule
@@ -64,7 +64,9 @@ def resolve_ops(adapter: ModelAdapter) -> dict[str, Callable[..., Any]]:
     return ops
 
 
-def prepare(model: comfy.model_patcher.ModelPatcher) -> tuple[ModelAdapter, ModelLayout]:
+def prepare(
+    model: comfy.model_patcher.ModelPatcher, granularity: Granularity = Granularity.MODULE
+) -> tuple[ModelAdapter, ModelLayout]:
     """The adapter and layout of a ComfyUI model; refuses models whose block code SODA does not mirror."""
     diffusion_model = model.get_model_object("diffusion_model")
     adapter = adapter_for(diffusion_model)
@@ -72,7 +74,7 @@ def prepare(model: comfy.model_patcher.ModelPatcher) -> tuple[ModelAdapter, Mode
         blocks = getattr(diffusion_model, attribute)
         if len(blocks):
             check_block_source(adapter, type(blocks[0]), comfy_version())
-    return adapter, model_layout(adapter, diffusion_model)
+    return adapter, model_layout(adapter, diffusion_model, granularity)
 
 
 @dataclass
@@ -119,8 +121,16 @@ def _outer_sample(executor: Any, *args: Any, **kwargs: Any) -> Any:
         logger.info("SODA: %s", report.summary())
 
 
-def _apply_model(executor: Any, x: torch.Tensor, t: torch.Tensor, c_concat: Any = None, c_crossattn: Any = None,
-                 control: Any = None, transformer_options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+def _apply_model(
+    executor: Any,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    c_concat: Any = None,
+    c_crossattn: Any = None,
+    control: Any = None,
+    transformer_options: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
     options = transformer_options if transformer_options is not None else {}
     run: SodaRun | None = options.get(RUN_KEY)
     if run is not None:

@@ -1,1 +1,261 @@
-NODES: list = []
+"""The embedded reference model and the nodes that make it usable without any download.
+
+``models/soda_reference_flux.safetensors`` (made by ``scripts/make_reference_model.py``) is a small Flux-architecture
+DiT with seeded random weights. Its safetensors metadata records the model family and the exact ``unet_config``, so
+it is rebuilt through ComfyUI's own classes (``comfy.supported_models.Flux``) instead of ComfyUI's shape-based
+detection, which assumes full-size Flux widths. Around it: a deterministic stand-in text encoder (no CLIP/T5 needed)
+and a VAE-free latent preview decode, so a whole SODA workflow runs on a CPU in seconds.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.supported_models
+import comfy.utils
+import folder_paths
+import torch
+import torch.nn.functional as F
+from comfy_api.latest import io
+
+from ..soda_core.weights import seed_parameters
+
+
+logger = logging.getLogger(__name__)
+
+SODA_MODELS = "soda_models"
+EMBEDDED_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MODEL = "soda_reference_flux.safetensors"
+FORMAT_VERSION = "1"
+# metadata "soda.model_family" -> class name in comfy.supported_models
+MODEL_FAMILIES = {"flux": "Flux"}
+MAX_WORDS = 64
+CATEGORY = "sampling/soda/reference"
+
+
+def register_model_folders() -> None:
+    """Register ComfyUI's ``soda_models`` folder: the pack's ``models/`` plus the user's ``models/soda_models``."""
+    if SODA_MODELS not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[SODA_MODELS] = ([], {".safetensors"})
+    folder_paths.add_model_folder_path(SODA_MODELS, str(EMBEDDED_MODELS_DIR))
+    folder_paths.add_model_folder_path(SODA_MODELS, os.path.join(folder_paths.models_dir, SODA_MODELS))
+
+
+register_model_folders()
+
+
+def _build_model(family: str, unet_config: dict[str, Any], source: str) -> Any:
+    """``comfy.supported_models.<Family>(unet_config)`` in float32 -> a ``comfy.model_base`` model (weights unset)."""
+    class_name = MODEL_FAMILIES.get(family)
+    if class_name is None:
+        raise ValueError(
+            f"{source}: unknown SODA model family {family!r}. Known families: {', '.join(sorted(MODEL_FAMILIES))}."
+        )
+    model_config = getattr(comfy.supported_models, class_name)(unet_config)
+    model_config.set_inference_dtype(torch.float32, None)
+    return model_config.get_model({})
+
+
+def _wrap(model: Any) -> comfy.model_patcher.ModelPatcher:
+    return comfy.model_patcher.ModelPatcher(
+        model,
+        load_device=comfy.model_management.get_torch_device(),
+        offload_device=comfy.model_management.unet_offload_device(),
+    )
+
+
+def _list_keys(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _check_state_dict(source: str, expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> None:
+    """Raise one ValueError listing every missing key, unexpected key and shape mismatch."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    mismatched = [
+        f"{k} (file {tuple(found[k].shape)}, model {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in found and found[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_list_keys(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_list_keys(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es): {_list_keys(mismatched)}")
+    if problems:
+        raise ValueError(
+            f"{source}: the weights do not fit the architecture in its metadata; "
+            + "; ".join(problems)
+            + ". Rebuild the file with scripts/make_reference_model.py."
+        )
+
+
+def _read_metadata(source: str, metadata: dict[str, str] | None) -> tuple[str, dict[str, Any]]:
+    """(family, unet_config) from a SODA reference file's safetensors metadata."""
+    metadata = metadata or {}
+    if "soda.model_family" not in metadata or "soda.unet_config" not in metadata:
+        raise ValueError(
+            f"{source} is not a SODA reference model (its metadata has no soda.model_family / soda.unet_config). "
+            "Load ordinary checkpoints with ComfyUI's 'Load Diffusion Model' node."
+        )
+    version = metadata.get("soda.format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{source}: soda.format_version {version!r} is not supported (expected {FORMAT_VERSION!r}).")
+    return metadata["soda.model_family"], json.loads(metadata["soda.unet_config"])
+
+
+def load_reference_model(path: str | os.PathLike[str]) -> comfy.model_patcher.ModelPatcher:
+    """Load a SODA reference ``.safetensors``: rebuild the model from its metadata, load the weights as float32."""
+    source = str(path)
+    state_dict, metadata = comfy.utils.load_torch_file(source, safe_load=True, return_metadata=True)
+    family, unet_config = _read_metadata(source, metadata)
+    model = _build_model(family, unet_config, source)
+    diffusion_model = model.diffusion_model
+    _check_state_dict(source, diffusion_model.state_dict(), state_dict)
+    diffusion_model.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()}, strict=True)
+    logger.info("SODA: loaded reference model %s (%s, %d tensors)", source, family, len(state_dict))
+    return _wrap(model)
+
+
+def build_flux_patcher(unet_config: dict[str, Any], seed: int) -> comfy.model_patcher.ModelPatcher:
+    """A Flux model built like :func:`load_reference_model`, with weights from ``seed_parameters(seed)`` instead."""
+    model = _build_model("flux", unet_config, "build_flux_patcher")
+    seed_parameters(model.diffusion_model, seed)
+    return _wrap(model)
+
+
+def _word_vector(word: str, width: int) -> torch.Tensor:
+    """A fixed randn vector for ``word``: a generator seeded with the first 8 bytes of ``sha256(word)``."""
+    seed = int.from_bytes(hashlib.sha256(word.encode("utf-8")).digest()[:8], "little")
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(seed)
+    return torch.randn(width, generator=generator, dtype=torch.float32)
+
+
+def encode_text(text: str, context_dim: int, pooled_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic stand-in text encoder: (cond [1, n_words, context_dim], pooled [1, pooled_dim]).
+
+    Words are the lower-cased ``\\w+`` runs of ``text`` (an empty prompt counts as one empty word; at most 64 are
+    kept). The pooled vector is the mean word vector, truncated to ``pooled_dim``, or tiled up to it when wider.
+    """
+    words = re.findall(r"\w+", text.lower()) or [""]
+    if len(words) > MAX_WORDS:
+        logger.warning("SODA Reference Text Encode: keeping the first %d of %d words", MAX_WORDS, len(words))
+        words = words[:MAX_WORDS]
+    cond = torch.stack([_word_vector(word, context_dim) for word in words]).unsqueeze(0)
+    mean = cond[0].mean(dim=0)
+    pooled = mean.repeat(-(-pooled_dim // context_dim))[:pooled_dim]
+    return cond, pooled.unsqueeze(0)
+
+
+def latent_preview_rgb(latent_format: Any, samples: torch.Tensor, upscale: int) -> torch.Tensor:
+    """Latent [B, C, H, W] -> IMAGE [B, H*upscale, W*upscale, 3] with ComfyUI's Latent2RGB preview map.
+
+    The LATENT output of a sampler is in VAE space; previews see the model-space x0, so ``process_in`` comes first.
+    Then ``rgb = x @ latent_rgb_factors + bias``, mapped from [-1, 1] to [0, 1] and clamped, as ``latent_preview.py``.
+    """
+    if latent_format.latent_rgb_factors is None:
+        raise ValueError(f"{type(latent_format).__name__} latents have no latent_rgb_factors; use a VAE Decode.")
+    if latent_format.latent_rgb_factors_reshape is not None:
+        samples = latent_format.latent_rgb_factors_reshape(samples)
+    if samples.dim() != 4:
+        raise ValueError(f"SODA Latent Preview Decode expects image latents [B, C, H, W]; got {tuple(samples.shape)}.")
+    x = latent_format.process_in(samples.to(torch.float32))
+    factors = torch.tensor(latent_format.latent_rgb_factors, dtype=torch.float32, device=x.device)
+    bias = latent_format.latent_rgb_factors_bias
+    bias = None if bias is None else torch.tensor(bias, dtype=torch.float32, device=x.device)
+    rgb = F.linear(x.movedim(1, -1), factors.transpose(0, 1), bias)
+    image = ((rgb + 1.0) / 2.0).clamp(0.0, 1.0).movedim(-1, 1)
+    if upscale > 1:
+        image = F.interpolate(image, scale_factor=upscale, mode="nearest-exact")
+    return image.movedim(1, -1).cpu()
+
+
+class SODALoadReferenceModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        options = folder_paths.get_filename_list(SODA_MODELS)
+        return io.Schema(
+            node_id="SODALoadReferenceModel",
+            display_name="Load SODA Reference Model",
+            category=CATEGORY,
+            description="Load a SODA reference model from models/soda_models (the pack ships a small Flux-architecture "
+            "DiT with random weights): a MODEL to try SODA with, on any machine, with no download.",
+            inputs=[
+                io.Combo.Input(
+                    "model_name",
+                    options=options,
+                    default=DEFAULT_MODEL if DEFAULT_MODEL in options else None,
+                    tooltip="A SODA reference .safetensors from the soda_models folder (the pack's models/ or "
+                    "ComfyUI's models/soda_models).",
+                ),
+            ],
+            outputs=[io.Model.Output(tooltip="The reference diffusion model (float32).")],
+        )
+
+    @classmethod
+    def execute(cls, model_name: str) -> io.NodeOutput:
+        return io.NodeOutput(load_reference_model(folder_paths.get_full_path_or_raise(SODA_MODELS, model_name)))
+
+
+class SODAReferenceTextEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SODAReferenceTextEncode",
+            display_name="SODA Reference Text Encode",
+            category=CATEGORY,
+            description="Deterministic stand-in text encoder for the reference model: every word maps to a fixed "
+            "random vector (seeded by its SHA-256), so equal prompts give equal conditioning. No CLIP/T5 needed.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model to condition; sets the context and pooled widths."),
+                io.String.Input(
+                    "text", multiline=True, default="", tooltip="The prompt; words are lower-cased, at most 64."
+                ),
+            ],
+            outputs=[io.Conditioning.Output(tooltip="Conditioning [1, words, context_in_dim] with pooled_output.")],
+        )
+
+    @classmethod
+    def execute(cls, model: Any, text: str) -> io.NodeOutput:
+        unet_config = model.model.model_config.unet_config
+        if unet_config.get("context_in_dim") is None or unet_config.get("vec_in_dim") is None:
+            raise ValueError("SODA Reference Text Encode needs a Flux-family model (context_in_dim and vec_in_dim).")
+        cond, pooled = encode_text(text, unet_config["context_in_dim"], unet_config["vec_in_dim"])
+        return io.NodeOutput([[cond, {"pooled_output": pooled}]])
+
+
+class SODALatentToImage(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SODALatentToImage",
+            display_name="SODA Latent Preview Decode",
+            category=CATEGORY,
+            description="Turn a latent into a rough IMAGE with the model's latent-to-RGB preview factors (the map "
+            "ComfyUI's live previews use), without a VAE.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model the latent belongs to; gives its latent format."),
+                io.Latent.Input("samples", tooltip="The latent to preview, e.g. a sampler's output."),
+                io.Int.Input(
+                    "upscale", default=4, min=1, max=8, tooltip="Nearest-neighbour upscale factor per latent pixel."
+                ),
+            ],
+            outputs=[io.Image.Output(tooltip="IMAGE [B, H*upscale, W*upscale, 3] in [0, 1].")],
+        )
+
+    @classmethod
+    def execute(cls, model: Any, samples: dict[str, Any], upscale: int) -> io.NodeOutput:
+        return io.NodeOutput(latent_preview_rgb(model.model.latent_format, samples["samples"], upscale))
+
+
+NODES: list[type[io.ComfyNode]] = [SODALoadReferenceModel, SODAReferenceTextEncode, SODALatentToImage]

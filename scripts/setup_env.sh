@@ -21,6 +21,7 @@ COMFY_REQUIREMENTS=(
   torchsde "numpy>=1.25.0" einops "transformers>=4.50.3" "tokenizers>=0.13.3" sentencepiece "safetensors>=0.4.2"
   "aiohttp>=3.11.8" "yarl>=1.18.0" pyyaml Pillow scipy tqdm psutil alembic SQLAlchemy "av>=14.2.0"
   "kornia>=0.7.1" spandrel "pydantic~=2.0" "pydantic-settings~=2.0"
+  requests  # imported by ComfyUI's app/frontend_management.py but missing from its requirements.txt
 )
 DEV_REQUIREMENTS=("ruff==0.14.6" "mypy==1.19.0" "pytest==9.0.1" "selenium==4.38.0")
 

@@ -34,7 +34,9 @@ class SodaPlan:
         if key not in self._replans:
             logger.info(
                 "SODA: this run samples %d steps on other sigmas than the %d profiled; planning on the profile "
-                "mapped to the run's sigmas.", sigmas.numel() - 1, self.profile.steps,
+                "mapped to the run's sigmas.",
+                sigmas.numel() - 1,
+                self.profile.steps,
             )
             self._replans[key] = plan(self.profile.resample(sigmas), self.config)
         return self._replans[key]

@@ -38,17 +38,17 @@ class SensitivityProfile:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        t, l, m = self.steps, self.layout.num_layers, self.layout.num_modules
+        t, layers, m = self.steps, self.layout.num_layers, self.layout.num_modules
         problems = []
         if self.sigmas.shape != (t + 1,):
             problems.append(f"sigmas has shape {tuple(self.sigmas.shape)}, expected ({t + 1},)")
-        if self.cache_error.shape[1:3] != (l, m):
-            problems.append(f"cache_error has shape {tuple(self.cache_error.shape)}, expected ({t}, {l}, {m}, K)")
+        if self.cache_error.shape[1:3] != (layers, m):
+            problems.append(f"cache_error has shape {tuple(self.cache_error.shape)}, expected ({t}, {layers}, {m}, K)")
         expected_prune = (*self.cache_error.shape, self.prune_ratios.numel())
         if self.prune_error.numel() and tuple(self.prune_error.shape) != expected_prune:
             problems.append(f"prune_error has shape {tuple(self.prune_error.shape)}, expected {expected_prune}")
-        if self.flops.full.shape != (l, m):
-            problems.append(f"flops.full has shape {tuple(self.flops.full.shape)}, expected ({l}, {m})")
+        if self.flops.full.shape != (layers, m):
+            problems.append(f"flops.full has shape {tuple(self.flops.full.shape)}, expected ({layers}, {m})")
         if problems:
             raise ValueError("Inconsistent SODA profile: " + "; ".join(problems) + ".")
 
@@ -188,4 +188,3 @@ def _fractional_index(grid: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     frac = torch.where(hi > lo, (values.clamp(float(g[0]), float(g[-1])) - lo) / (hi - lo), torch.zeros_like(lo))
     increasing_index = (pos - 1).double() + frac
     return (g.numel() - 1) - increasing_index
-

@@ -58,14 +58,16 @@ class ProfileConfig:
             raise ValueError(f"memory_limit_mb={self.memory_limit_mb}: expected a positive number of megabytes.")
 
 
-def ring_bytes(layout: ModelLayout, config: ProfileConfig, rows: int, tokens: int, channels: int,
-               itemsize: int) -> int:
+def ring_bytes(
+    layout: ModelLayout, config: ProfileConfig, rows: int, tokens: int, channels: int, itemsize: int
+) -> int:
     """Memory of the ring buffer: K * L * M * rows * N * C * itemsize bytes."""
     return config.max_distance * layout.num_layers * layout.num_modules * rows * tokens * channels * itemsize
 
 
-def check_memory(layout: ModelLayout, config: ProfileConfig, rows: int, tokens: int, channels: int,
-                 itemsize: int) -> int:
+def check_memory(
+    layout: ModelLayout, config: ProfileConfig, rows: int, tokens: int, channels: int, itemsize: int
+) -> int:
     """Raise before profiling when the ring would exceed the user's bound; returns the bytes it will use."""
     need = ring_bytes(layout, config, rows, tokens, channels, itemsize)
     if need > config.memory_limit_mb * 2**20:
@@ -93,8 +95,20 @@ class SensitivityRecorder:
         self._checked = False
         self._ratios = torch.tensor(config.prune_ratios if config.measure_pruning else (), dtype=torch.float64)
 
-    def observe(self, step: int, layer: int, module: str, stream: tuple[int, ...], output: Tensor,
-                scores: Tensor, tokens: TokenLayout) -> None:
+    def new_run(self) -> None:
+        """A new calibration run starts at step 0: forget the previous run's outputs (keep the sums)."""
+        self._ring.clear()
+
+    def observe(
+        self,
+        step: int,
+        layer: int,
+        module: str,
+        stream: tuple[int, ...],
+        output: Tensor,
+        scores: Tensor,
+        tokens: TokenLayout,
+    ) -> None:
         """Take the full-compute output (B, N, C) of one module at one step."""
         if not self._checked:
             self._check_first(output)
@@ -142,8 +156,17 @@ class SensitivityRecorder:
             return x.to("cpu", torch.float16)
         return x.to(torch.float16) if self._half() else x
 
-    def _accumulate(self, step: int, layer: int, m: int, k: int, now: Tensor, past: Tensor, tokens: TokenLayout,
-                    ranking: Tensor | None) -> None:
+    def _accumulate(
+        self,
+        step: int,
+        layer: int,
+        m: int,
+        k: int,
+        now: Tensor,
+        past: Tensor,
+        tokens: TokenLayout,
+        ranking: Tensor | None,
+    ) -> None:
         now32, past32 = now.float(), past.float()
         dot = (now32 * past32).sum(-1).double()  # (B, N)
         n_now = now32.square().sum(-1).double()  # (B, N)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .adapters.base import BlockStep, ModelAdapter, ModuleCosts, Observer
+from .adapters.base import BlockStep, Granularity, ModelAdapter, ModuleCosts, Observer
 from .flops import FlopModel, linear_flops
 from .schedule import Schedule
 from .tokens import TokenLayout, TokenScore
@@ -82,6 +82,8 @@ class SodaRun:
         observer: StepObserver | None = None,
     ) -> None:
         self.adapter, self.schedule, self.ops, self.score = adapter, schedule, ops, score
+        granularity = Granularity.BLOCK if schedule.layout.modules == ("block",) else Granularity.MODULE
+        self.programs = adapter.programs_for(granularity)
         self.observer = observer
         self.layers = {(b.kind, b.index): layer for layer, b in enumerate(schedule.layout.blocks)}
         self.report = RunReport(steps=schedule.steps)
@@ -97,8 +99,9 @@ class SodaRun:
 
     # ---------------------------------------------------------------- calls
 
-    def begin_call(self, diffusion_model: torch.nn.Module, x: Tensor, sigma: float, context: Tensor | None,
-                   stream: Stream) -> None:
+    def begin_call(
+        self, diffusion_model: torch.nn.Module, x: Tensor, sigma: float, context: Tensor | None, stream: Stream
+    ) -> None:
         """A model call starts: find its step, its CFG stream and its token layout; count the non-block FLOPs."""
         self.step = step_of_sigma(self.schedule.sigmas, sigma)
         self.stream = (*stream, x.shape[0])
@@ -113,14 +116,20 @@ class SodaRun:
         self.report.flops += self._base_flops[key]
         self.report.full_flops += self._base_flops[key]
 
-    def run_block(self, kind: str, index: int, block: torch.nn.Module, args: dict[str, Any],
-                  original: Callable[[dict[str, Any]], dict[str, Tensor]]) -> dict[str, Tensor]:
+    def run_block(
+        self,
+        kind: str,
+        index: int,
+        block: torch.nn.Module,
+        args: dict[str, Any],
+        original: Callable[[dict[str, Any]], dict[str, Tensor]],
+    ) -> dict[str, Tensor]:
         """One block call, as the schedule plans it for the current step."""
         layer = self.layers.get((kind, index))
         if layer is None:  # a block the schedule does not cover runs as ComfyUI would run it
             return original(args)
         tokens = self._complete_tokens(kind, args)
-        program = self.adapter.programs[kind]
+        program = self.programs[kind]
         costs = self._block_costs(layer, program, block, args, tokens)
         anchor = self.schedule.distance(self.step) == 0
         record = anchor and self.schedule.needs_cache_after(self.step)
@@ -135,8 +144,16 @@ class SodaRun:
         self._count(costs, ratios, record or self.observer is not None)
         if all(r >= 1.0 for r in ratios.values()) and not record and self.observer is None:
             return original(args)  # plain anchor: the block's own forward, bit-exact and without overhead
-        step = BlockStep(ratios, cache, tokens, self.ops, record=record, score=self.score,
-                         observe=self._observer_for(layer, tokens))
+        step = BlockStep(
+            ratios,
+            cache,
+            tokens,
+            self.ops,
+            record=record,
+            score=self.score,
+            observe=self._observer_for(layer, tokens),
+            original=original,
+        )
         return program.run(block, args, step)
 
     def block_module(self, kind: str, index: int) -> torch.nn.Module:
@@ -158,8 +175,9 @@ class SodaRun:
         reference = max(stream_tokens - self.tokens.image, 0)
         return TokenLayout(self.tokens.text, self.tokens.image, reference)
 
-    def _block_costs(self, layer: int, program: Any, block: torch.nn.Module, args: dict[str, Any],
-                     tokens: TokenLayout) -> ModuleCosts:
+    def _block_costs(
+        self, layer: int, program: Any, block: torch.nn.Module, args: dict[str, Any], tokens: TokenLayout
+    ) -> ModuleCosts:
         key = (layer, (int(args["img"].shape[0]), tokens.text, tokens.image, tokens.reference))
         if key not in self._costs:
             self._costs[key] = program.costs(block, args, tokens)

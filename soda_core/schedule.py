@@ -49,6 +49,17 @@ class Schedule:
         recompute = torch.ones(steps, layout.num_layers, layout.num_modules)
         return cls(layout, sigmas.double().cpu(), tuple(range(steps)), recompute, notes=("full compute",))
 
+    @classmethod
+    def uniform(cls, layout: ModelLayout, sigmas: torch.Tensor, interval: int) -> Schedule:
+        """A full step every ``interval`` steps and pure reuse in between (FORA-style static caching)."""
+        if interval < 1:
+            raise ValueError(f"interval={interval}: expected a full step every 1 or more steps.")
+        steps = sigmas.numel() - 1
+        anchors = tuple(range(0, steps, interval))
+        recompute = torch.zeros(steps, layout.num_layers, layout.num_modules)
+        recompute[list(anchors)] = 1.0
+        return cls(layout, sigmas.double().cpu(), anchors, recompute, notes=(f"uniform interval {interval}",))
+
     @property
     def steps(self) -> int:
         return self.sigmas.numel() - 1

@@ -59,9 +59,9 @@ def recompute_positions(scores: torch.Tensor, layout: TokenLayout, ratio: float)
     the image tokens, in increasing order (so gathers keep the sequence order). -> (n,) int64"""
     keep = round(ratio * layout.image)
     ranked = image_token_ranking(scores, layout)[:keep]  # (keep,)
-    always = torch.cat(
-        [torch.arange(0, layout.text), torch.arange(layout.text + layout.image, layout.total)]
-    ).to(ranked.device)
+    always = torch.cat([torch.arange(0, layout.text), torch.arange(layout.text + layout.image, layout.total)]).to(
+        ranked.device
+    )
     return torch.sort(torch.cat([always, ranked])).values
 
 

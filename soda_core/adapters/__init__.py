@@ -17,13 +17,23 @@ from typing import Any
 import torch
 
 from ..layout import BlockRef, ModelLayout
-from .base import BlockProgram, BlockStep, ModelAdapter, ModuleCosts
+from .base import BlockProgram, BlockStep, Granularity, ModelAdapter, ModuleCosts
 from .flux import FLUX
 
 
 ADAPTERS: tuple[ModelAdapter, ...] = (FLUX,)
 
-__all__ = ["ADAPTERS", "BlockProgram", "BlockStep", "ModelAdapter", "ModuleCosts", "adapter_for", "model_layout", "source_fingerprint"]
+__all__ = [
+    "ADAPTERS",
+    "BlockProgram",
+    "BlockStep",
+    "Granularity",
+    "ModelAdapter",
+    "ModuleCosts",
+    "adapter_for",
+    "model_layout",
+    "source_fingerprint",
+]
 
 
 def qualified_name(cls: type) -> str:
@@ -45,7 +55,7 @@ def source_fingerprint(fn: Callable[..., Any]) -> str:
     return hashlib.sha256(textwrap.dedent(inspect.getsource(fn)).encode()).hexdigest()
 
 
-def check_block_source(adapter: ModelAdapter, block_cls: type, comfy_version: str) -> None:
+def check_block_source(adapter: ModelAdapter, block_cls: type[torch.nn.Module], comfy_version: str) -> None:
     """Refuse to run a program whose block forward has changed since it was written and tested."""
     name = qualified_name(block_cls)
     known = adapter.known_block_sources.get(name)
@@ -60,11 +70,13 @@ def check_block_source(adapter: ModelAdapter, block_cls: type, comfy_version: st
         )
 
 
-def model_layout(adapter: ModelAdapter, diffusion_model: torch.nn.Module) -> ModelLayout:
+def model_layout(
+    adapter: ModelAdapter, diffusion_model: torch.nn.Module, granularity: Granularity = Granularity.MODULE
+) -> ModelLayout:
     """The blocks of ``diffusion_model`` in execution order, keyed as ComfyUI's ``patches_replace["dit"]``."""
     blocks = [
         BlockRef(kind, index)
         for attribute, kind in adapter.block_lists
         for index in range(len(getattr(diffusion_model, attribute)))
     ]
-    return ModelLayout(tuple(blocks), adapter.modules)
+    return ModelLayout(tuple(blocks), adapter.modules_for(granularity))

@@ -8,6 +8,7 @@ it is bit-exact with the block's own forward (each program has a test for that),
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,6 +19,15 @@ from ..tokens import TokenLayout, TokenScore, recompute_positions, scatter_token
 
 
 Tensor = torch.Tensor
+
+
+class Granularity(str, enum.Enum):
+    """What SODA caches and profiles: each module of a block (the paper), or whole blocks (coarser, any block)."""
+
+    MODULE = "module"
+    BLOCK = "block"
+
+
 # (module name, module output (B, N, C) in joint token order, per-token scores of its input (N,))
 Observer = Callable[[str, Tensor, Tensor], None]
 
@@ -51,6 +61,7 @@ class BlockStep:
     record: bool = False
     score: TokenScore = TokenScore.MEAN
     observe: Observer | None = None
+    original: Callable[[dict[str, Any]], dict[str, Tensor]] | None = None  # the block's own forward
 
     def module(
         self,
@@ -64,7 +75,7 @@ class BlockStep:
         positions only. Returns the module output (B, N, C) in joint order."""
         ratio = self.ratios[name]
         if ratio <= 0.0:
-            return self._cached(name)
+            return self.cached(name)
         x = inputs()
         if ratio >= 1.0:
             out = full(x)  # (B, N, C)
@@ -75,9 +86,9 @@ class BlockStep:
             return out
         positions = recompute_positions(_joint_scores(x, self.score), self.tokens, ratio)  # (n,)
         fresh = partial(x, positions)  # (B, n, C)
-        return scatter_tokens(self._cached(name), positions, fresh)
+        return scatter_tokens(self.cached(name), positions, fresh)
 
-    def _cached(self, name: str) -> Tensor:
+    def cached(self, name: str) -> Tensor:
         if name not in self.cache:
             raise RuntimeError(
                 f"SODA: module {name!r} is planned for reuse but nothing is cached for it; the step that should "
@@ -108,14 +119,25 @@ class ModelAdapter:
     name: str
     model_classes: tuple[str, ...]  # fully qualified class names of the diffusion model
     block_lists: tuple[tuple[str, str], ...]  # (attribute holding the ModuleList, patches_replace kind)
-    programs: dict[str, BlockProgram]  # kind -> program
+    programs: dict[str, BlockProgram]  # kind -> program at module granularity
     modules: tuple[str, ...]
+    streams: dict[str, tuple[str, ...]]  # kind -> token streams a block takes and returns, in joint order
     functions: dict[str, str]  # op name -> dotted path of the ComfyUI function the programs call
     known_block_sources: dict[str, frozenset[str]]  # block class -> sha256 of the forward sources programs mirror
     token_rows: dict[str, str] = field(default_factory=dict)  # top-level linear prefix -> "image"|"text" rows
     image_arg: int = 0  # position of the latent ``x`` in the diffusion model's forward
     context_arg: int = 2  # position of the text context
     patch_size_attr: str = "patch_size"
+
+    def programs_for(self, granularity: Granularity) -> dict[str, BlockProgram]:
+        if granularity is Granularity.MODULE:
+            return self.programs
+        from .residual import ResidualBlock
+
+        return {kind: ResidualBlock(program, self.streams[kind]) for kind, program in self.programs.items()}
+
+    def modules_for(self, granularity: Granularity) -> tuple[str, ...]:
+        return self.modules if granularity is Granularity.MODULE else ("block",)
 
     def image_tokens(self, x_shape: Sequence[int], patch_size: int) -> int:
         """Image tokens of a latent (B, C, H, W): ComfyUI pads to the patch size, so round like it does."""

@@ -67,8 +67,10 @@ def _attention_costs(batch: int, n: int, h: int, heads: int, fixed_rows: int, im
     projects keys and values of all ``n`` tokens, queries and outputs of the recomputed ones only."""
 
     def rows(q: int) -> int:
-        return linear_flops(batch * q, h, h) + attention_flops(batch * heads, q, n, h // heads) + linear_flops(
-            batch * q, h, h
+        return (
+            linear_flops(batch * q, h, h)
+            + attention_flops(batch * heads, q, n, h // heads)
+            + linear_flops(batch * q, h, h)
         )
 
     full = linear_flops(batch * n, h, 2 * h) + rows(n)
@@ -77,8 +79,8 @@ def _attention_costs(batch: int, n: int, h: int, heads: int, fixed_rows: int, im
 
 
 class FluxDoubleBlock:
-    kind = "double_block"
-    modules = ("attn", "mlp")
+    kind: str = "double_block"
+    modules: tuple[str, ...] = ("attn", "mlp")
 
     def run(self, block: Any, args: dict[str, Any], step: BlockStep) -> dict[str, Tensor]:
         img, txt, vec, pe = args["img"], args["txt"], args["vec"], args["pe"]
@@ -170,8 +172,8 @@ class FluxDoubleBlock:
 
 
 class FluxSingleBlock:
-    kind = "single_block"
-    modules = ("attn", "mlp")
+    kind: str = "single_block"
+    modules: tuple[str, ...] = ("attn", "mlp")
 
     def run(self, block: Any, args: dict[str, Any], step: BlockStep) -> dict[str, Tensor]:
         x, vec, pe = args["img"], args["vec"], args["pe"]  # x: (B, N, C), text tokens first
@@ -258,6 +260,7 @@ FLUX = ModelAdapter(
     block_lists=(("double_blocks", "double_block"), ("single_blocks", "single_block")),
     programs={"double_block": FluxDoubleBlock(), "single_block": FluxSingleBlock()},
     modules=("attn", "mlp"),
+    streams={"double_block": ("txt", "img"), "single_block": ("img",)},
     functions={
         "attention": "comfy.ldm.flux.math.attention",
         "apply_mod": "comfy.ldm.flux.layers.apply_mod",

@@ -40,15 +40,34 @@ def conditioning(patcher: Any, seed: int, words: int = 6) -> list[list[Any]]:
     return [[cond, {"pooled_output": pooled}]]
 
 
-def sample(patcher: Any, steps: int = 6, cfg: float = 1.0, seed: int = 0, size: int = 16, batch: int = 1,
-           sampler: str = "euler", scheduler: str = "simple", denoise: float = 1.0,
-           latent: torch.Tensor | None = None) -> torch.Tensor:
+def sample(
+    patcher: Any,
+    steps: int = 6,
+    cfg: float = 1.0,
+    seed: int = 0,
+    size: int = 16,
+    batch: int = 1,
+    sampler: str = "euler",
+    scheduler: str = "simple",
+    denoise: float = 1.0,
+    latent: torch.Tensor | None = None,
+) -> torch.Tensor:
     import comfy.sample
 
     if latent is None:
         latent = torch.zeros(batch, 16, size, size)
     noise = comfy.sample.prepare_noise(latent, seed)
     return comfy.sample.sample(
-        patcher, noise, steps, cfg, sampler, scheduler, conditioning(patcher, 1), conditioning(patcher, 2, words=3),
-        latent, denoise=denoise, seed=seed, disable_pbar=True,
+        patcher,
+        noise,
+        steps,
+        cfg,
+        sampler,
+        scheduler,
+        conditioning(patcher, 1),
+        conditioning(patcher, 2, words=3),
+        latent,
+        denoise=denoise,
+        seed=seed,
+        disable_pbar=True,
     )

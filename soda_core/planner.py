@@ -1,0 +1,421 @@
+"""DCS + UAS planning (SODA §3-4): from a sensitivity profile and a speed target to a ``Schedule``.
+
+DCS picks the anchor steps by dynamic programming over (start step, anchors left), with N the longest interval:
+
+    E[t, k] = Σ_{l,m} E_c(t, l, m, k)                      cost of serving step t from the anchor k steps back
+    C(s, n) = Σ_{k=1}^{n-1} E[s+k, k]   (steps >= T dropped)  cost of an interval: anchor s, then n-1 reuse steps
+    F[T][0] = 0,  F[s][j] = min_{n=1..N} C(s, n) + F[min(s+n, T)][j-1],  answer F[0][N_a]
+
+UAS (``uas.py``) then spends the FLOPs the anchors leave under the budget on partial recomputes, through the offset β.
+N_a and β are chosen together: the pair with the least predicted error
+
+    Σ_{reuse (t,l,m)} E_p(t, l, m, k, r) where partially recomputed, else E_c(t, l, m, k)
+
+among those whose FLOPs ratio ``T·step_full / Σ_t FLOPs(t)`` meets the target (ties: more anchors). For each N_a, β
+is the largest value (bisection) whose ratio still meets the target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .flops import FlopModel
+from .profile import SensitivityProfile
+from .schedule import Schedule
+from .uas import UasTable, build_uas_table, cell_tables, decide, pruned_flops
+
+
+BISECTION_STEPS = 40
+RATIO_TOLERANCE = 1e-9  # a schedule meets the target when its ratio >= target·(1 - this): float round-off only
+FLOPS_MARGIN = 1e-6  # the β search keeps this FLOPs headroom so the float32 ratios a Schedule stores stay in budget
+JOINT_CANDIDATES = 4  # joint_cost re-plans the anchors of this many of the best anchor counts
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """What to plan for: the speed target and the DCS / UAS knobs (SODA §3-4).
+
+    ``target`` is the transformer-FLOPs speed-up; ``min_full_steps`` the least number of anchors; ``max_interval``
+    the longest interval (one anchor + n-1 reuse steps; default and cap: the profile's largest distance + 1);
+    ``pruning`` enables UAS partial recomputes with ``r = clip(lam·E_c + β, 0, 1)``, ``r < ratio_min`` meaning
+    reuse and ``r`` capped at ``ratio_max``; ``joint_cost`` lets the DP price a reuse module at its UAS error
+    ``min(E_c, E_p(r))`` instead of ``E_c`` (beyond the paper).
+    """
+
+    target: float = 2.0
+    min_full_steps: int = 1
+    max_interval: int | None = None
+    pruning: bool = True
+    lam: float = 1.0
+    ratio_min: float = 0.05
+    ratio_max: float = 0.9
+    joint_cost: bool = False
+
+    def __post_init__(self) -> None:
+        _require(
+            _is_real(self.target) and self.target >= 1.0,
+            f"PlanConfig.target must be a finite number >= 1.0 (transformer-FLOPs speed-up; 1.0 = full compute), "
+            f"got {self.target!r}. Fix: pass e.g. target=2.0.",
+        )
+        _require(
+            _is_int(self.min_full_steps) and self.min_full_steps >= 1,
+            f"PlanConfig.min_full_steps must be an int >= 1 (step 0 is always a full step), got "
+            f"{self.min_full_steps!r}. Fix: pass e.g. min_full_steps=1.",
+        )
+        _require(
+            self.max_interval is None or (_is_int(self.max_interval) and self.max_interval >= 1),
+            f"PlanConfig.max_interval must be None (the profile's largest distance + 1) or an int >= 1, got "
+            f"{self.max_interval!r}. Fix: pass None or e.g. max_interval=4.",
+        )
+        for name in ("pruning", "joint_cost"):
+            value = getattr(self, name)
+            _require(isinstance(value, bool), f"PlanConfig.{name} must be True or False, got {value!r}.")
+        _require(
+            _is_real(self.lam) and self.lam >= 0.0,
+            f"PlanConfig.lam must be a finite number >= 0 (λ in r = clip(λ·E_c + β, 0, 1)), got {self.lam!r}. "
+            "Fix: pass e.g. lam=1.0.",
+        )
+        _require(
+            _is_real(self.ratio_min) and _is_real(self.ratio_max) and 0.0 < self.ratio_min <= self.ratio_max <= 1.0,
+            f"PlanConfig needs 0 < ratio_min <= ratio_max <= 1 (shares of image tokens recomputed), got ratio_min="
+            f"{self.ratio_min!r}, ratio_max={self.ratio_max!r}. Fix: pass e.g. ratio_min=0.05, ratio_max=0.9.",
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------- DCS
+
+
+def step_costs(cache_error: torch.Tensor) -> torch.Tensor:
+    """``E[t, k-1] = Σ_{l,m} E_c(t, l, m, k)``: (T, L, M, K) -> (T, K) float64 (the unused NaNs of t < k become 0)."""
+    return torch.nan_to_num(cache_error.double()).sum(dim=(1, 2))
+
+
+def interval_costs(step_cost: torch.Tensor, max_interval: int) -> torch.Tensor:
+    """``C[s, n-1] = Σ_{k=1}^{n-1} E[s+k, k-1]`` over steps ``s+k < T``: (T, K) -> (T, N), ``N = max_interval``."""
+    steps, distances = step_cost.shape
+    _require(
+        1 <= max_interval <= distances + 1,
+        f"max_interval={max_interval} needs reuse distances up to {max_interval - 1}, but the step costs have "
+        f"{distances}. Fix: use max_interval between 1 and {distances + 1}.",
+    )
+    starts = torch.arange(steps)
+    cost = torch.zeros(steps, max_interval, dtype=torch.float64)
+    for k in range(1, max_interval):
+        t = starts + k  # (T,)
+        term = torch.where(t < steps, step_cost.double()[t.clamp(max=steps - 1), k - 1], 0.0)  # (T,)
+        cost[:, k] = cost[:, k - 1] + term
+    return cost
+
+
+def dp_table(interval_cost: torch.Tensor, max_anchors: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``F[s, j]``, the least cost of covering steps ``s..T-1`` with ``j`` intervals (inf: impossible), and
+    ``choice[s, j]``, the interval length attaining it (ties: the shorter). (T, N) -> two (T+1, max_anchors+1)."""
+    steps, longest = interval_cost.shape
+    best = torch.full((steps + 1, max_anchors + 1), math.inf, dtype=torch.float64)
+    best[steps, 0] = 0.0
+    choice = torch.zeros(steps + 1, max_anchors + 1, dtype=torch.long)
+    after = (torch.arange(steps)[:, None] + torch.arange(1, longest + 1)).clamp(max=steps)  # (T, N) next start
+    for j in range(1, max_anchors + 1):
+        total = interval_cost + best[after, j - 1]  # (T, N)
+        value, index = total.min(dim=1)  # first minimum, i.e. the shortest interval on ties
+        best[:steps, j] = value
+        choice[:steps, j] = index + 1
+    return best, choice
+
+
+def backtrack(choice: Sequence[Sequence[int]], n_anchors: int) -> tuple[int, ...]:
+    """Anchor steps of the optimum with ``n_anchors`` intervals, from ``dp_table``'s ``choice`` (as nested lists)."""
+    steps = len(choice) - 1
+    anchors, start = [], 0
+    for j in range(n_anchors, 0, -1):
+        anchors.append(start)
+        start = min(start + choice[start][j], steps)
+    return tuple(anchors)
+
+
+def dp_anchors(step_cost: torch.Tensor, n_anchors: int, max_interval: int) -> tuple[float, tuple[int, ...]]:
+    """DCS: the ``n_anchors`` anchors minimising ``Σ C(s, n)`` over intervals of at most ``max_interval`` steps.
+
+    ``step_cost`` is ``E`` (T, K); returns ``(F[0][n_anchors], anchors)`` in O(T·n_anchors·max_interval).
+    """
+    steps = step_cost.shape[0]
+    fewest = math.ceil(steps / max_interval) if max_interval >= 1 else steps + 1
+    _require(
+        _is_int(n_anchors) and fewest <= n_anchors <= steps,
+        f"n_anchors={n_anchors!r} is infeasible for {steps} steps with intervals of at most {max_interval} steps: "
+        f"the valid range is {fewest}..{steps}. Fix: pick a count in that range or allow longer intervals.",
+    )
+    best, choice = dp_table(interval_costs(step_cost, max_interval), n_anchors)
+    return float(best[0, n_anchors]), backtrack(choice.tolist(), n_anchors)
+
+
+# --------------------------------------------------------------------------------------------------------- FLOPs
+
+
+def anchor_flops(flops: FlopModel, anchors: Sequence[int], steps: int) -> float:
+    """FLOPs of a schedule that reuses whole modules: an anchor costs ``base + Σ full`` (+ ``record`` when the next
+    step reuses), a reuse step ``base``."""
+    anchor_set = set(anchors)
+    records = sum(1 for a in anchor_set if a + 1 < steps and a + 1 not in anchor_set)
+    return len(anchor_set) * flops.step_full + records * flops.record + (steps - len(anchor_set)) * flops.base
+
+
+def schedule_flops(flops: FlopModel, anchors: Sequence[int], recompute: torch.Tensor) -> float:
+    """``Σ_t FLOPs(t)``: ``anchor_flops`` plus ``Σ_{l,m} flops.partial(recompute[t, l, m])`` on every reuse step."""
+    reuse = torch.ones(recompute.shape[0], dtype=torch.bool)
+    reuse[list(anchors)] = False
+    partial = flops.partial(recompute[reuse].double())  # (n_reuse, L, M)
+    return anchor_flops(flops, anchors, recompute.shape[0]) + float(partial.sum())
+
+
+def reuse_steps(anchors: Sequence[int], steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reuse steps (n,) and their distances to the last anchor before them (n,)."""
+    index = torch.arange(steps)
+    is_anchor = torch.zeros(steps, dtype=torch.bool)
+    is_anchor[list(anchors)] = True
+    last = torch.cummax(torch.where(is_anchor, index, 0), dim=0).values  # (T,)
+    return index[~is_anchor], (index - last)[~is_anchor]
+
+
+def bisect_largest(accept: Callable[[float], bool], low: float, high: float, steps: int = BISECTION_STEPS) -> float:
+    """Largest β in ``[low, high]`` that ``accept`` takes, to ``(high - low) / 2**steps``; ``low`` is taken as given."""
+    if accept(high):
+        return high
+    for _ in range(steps):
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if accept(middle) else (low, middle)
+    return low
+
+
+# -------------------------------------------------------------------------------------------------------- search
+
+
+@dataclass(frozen=True)
+class _Search:
+    flops: FlopModel
+    steps: int
+    longest: int
+    target: float
+    step_cost: torch.Tensor  # (T, K)
+    uas: UasTable | None  # None: no token pruning
+    fixed: torch.Tensor  # (LM,)
+    per_ratio: torch.Tensor  # (LM,)
+    bracket: tuple[float, float]  # β range: nothing recomputed at its low end, everything saturated at its high
+
+    def ratio(self, total_flops: float) -> float:
+        return self.steps * self.flops.step_full / total_flops
+
+    def meets(self, total_flops: float) -> bool:
+        return self.ratio(total_flops) >= self.target * (1.0 - RATIO_TOLERANCE)
+
+    @property
+    def flops_limit(self) -> float:
+        return self.steps * self.flops.step_full / self.target * (1.0 - FLOPS_MARGIN)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    error: float
+    anchors: tuple[int, ...]
+    beta: float | None
+    steps: torch.Tensor  # (n,) reuse steps
+    ratios: torch.Tensor  # (n, LM) recompute ratios on them
+    joint: bool = False
+
+    def key(self) -> tuple[float, int]:
+        return self.error, -len(self.anchors)
+
+
+def _at_beta(search: _Search, anchors: tuple[int, ...], beta: float | None, joint: bool = False) -> _Candidate:
+    """The UAS decision and predicted error of ``anchors`` at ``β`` (None: reuse whole modules)."""
+    steps, distances = reuse_steps(anchors, search.steps)
+    if search.uas is None or beta is None or steps.numel() == 0:
+        error = float(search.step_cost[steps, distances - 1].sum())
+        return _Candidate(error, anchors, None, steps, torch.zeros(steps.numel(), search.fixed.numel()))
+    ratios, error_per_module = decide(
+        search.uas.gather(steps, distances), beta, search.uas.knots, search.uas.ratio_max
+    )
+    return _Candidate(float(error_per_module.sum()), anchors, beta, steps, ratios, joint)
+
+
+def _tuned(search: _Search, anchors: tuple[int, ...]) -> _Candidate:
+    """``anchors`` with the largest β whose FLOPs still meet the target (caching-only costs chose the anchors)."""
+    if search.uas is None:
+        return _at_beta(search, anchors, None)
+    steps, distances = reuse_steps(anchors, search.steps)
+    entries = search.uas.gather(steps, distances)
+    base = anchor_flops(search.flops, anchors, search.steps)
+    uas = search.uas
+
+    def accept(beta: float) -> bool:
+        return base + pruned_flops(entries, beta, search.fixed, search.per_ratio, uas.ratio_max) <= search.flops_limit
+
+    return _at_beta(search, anchors, bisect_largest(accept, *search.bracket))
+
+
+def _joint(search: _Search, start: tuple[int, ...]) -> _Candidate:
+    """``len(start)`` anchors planned on UAS costs: bisection on β, each try re-running the DP on the cells' error
+    ``Σ_{l,m} min(E_c, E_p(r))`` at that β and pricing the FLOPs of the anchors it returns."""
+    assert search.uas is not None
+    uas, n_anchors = search.uas, len(start)
+    planned = {search.bracket[0]: start}  # at the low end nothing is recomputed: caching-only anchors
+
+    def accept(beta: float) -> bool:
+        error, flops = cell_tables(uas, beta, search.fixed, search.per_ratio)  # (T, K) each
+        _, choice = dp_table(interval_costs(error, search.longest), n_anchors)
+        planned[beta] = anchors = backtrack(choice.tolist(), n_anchors)
+        steps, distances = reuse_steps(anchors, search.steps)
+        total = anchor_flops(search.flops, anchors, search.steps) + float(flops[steps, distances - 1].sum())
+        return total <= search.flops_limit
+
+    beta = bisect_largest(accept, *search.bracket)
+    return _at_beta(search, planned[beta], beta, joint=True)
+
+
+def _prepare(profile: SensitivityProfile, config: PlanConfig, longest: int, notes: list[str]) -> _Search:
+    pruning = config.pruning and profile.has_prune_error
+    if config.pruning and not profile.has_prune_error:
+        notes.append("token pruning off: the profile has no prune_error (profile with prune ratios to enable it)")
+    flops = profile.flops
+    uas, bracket = None, (0.0, 0.0)
+    if pruning:
+        uas = build_uas_table(
+            profile.cache_error,
+            profile.prune_error,
+            profile.prune_ratios,
+            config.lam,
+            config.ratio_min,
+            config.ratio_max,
+        )
+        low, high = uas.lam_ec_range
+        bracket = (-high, config.ratio_max - low)  # r = λ·E_c + β is <= 0 everywhere / >= ratio_max everywhere
+    fixed, per_ratio = flops.fixed.double().reshape(-1), flops.per_ratio.double().reshape(-1)
+    return _Search(
+        flops, profile.steps, longest, config.target, step_costs(profile.cache_error), uas, fixed, per_ratio, bracket
+    )
+
+
+def _check_profile(profile: SensitivityProfile, pruning: bool) -> None:
+    steps, distances = profile.steps, profile.max_distance
+    _require(
+        steps >= 1 and distances >= 1,
+        f"The profile has {steps} steps and {distances} reuse distances; planning needs at least 1 of each. "
+        "Fix: re-run the Profile Sensitivity node.",
+    )
+    nan = {"cache_error": profile.cache_error.isnan()}  # (T, L, M, K)
+    if pruning:
+        ratios = profile.prune_ratios.double()
+        _require(
+            bool((ratios > 0).all() and (ratios < 1).all() and (ratios.diff() > 0).all()),
+            f"profile.prune_ratios must increase strictly inside (0, 1), got {ratios.tolist()}. "
+            "Fix: re-run the Profile Sensitivity node, or plan with pruning=False.",
+        )
+        nan["prune_error"] = profile.prune_error.isnan().any(dim=-1)
+    used = torch.arange(steps)[:, None] >= torch.arange(1, distances + 1)  # (T, K): t >= k
+    for name, mask in nan.items():
+        bad = mask & used[:, None, None, :]  # (T, L, M, K)
+        if bool(bad.any()):
+            t, layer, module, k = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(
+                f"profile.{name} is NaN at step {t}, layer {layer}, module {module}, distance {k + 1}, which the "
+                "planner needs (only t < k may be NaN). Fix: re-run the Profile Sensitivity node."
+            )
+
+
+def _longest_interval(config: PlanConfig, distances: int, notes: list[str]) -> int:
+    if config.max_interval is not None and config.max_interval > distances + 1:
+        notes.append(
+            f"max_interval {config.max_interval} capped to {distances + 1}: the profile has distances <= {distances}"
+        )
+    return min(config.max_interval or distances + 1, distances + 1)
+
+
+def plan(profile: SensitivityProfile, config: PlanConfig) -> Schedule:
+    """SODA's schedule for ``profile``'s sampling run: DCS anchors and UAS recompute ratios meeting ``config.target``.
+
+    For every anchor count ``N_a`` from ``ceil(T/N)`` (at least ``min_full_steps``) to ``T`` whose caching-only
+    FLOPs ratio meets the target, the DP places the anchors and β takes the remaining budget; the ``(N_a, β)`` with
+    the least predicted error wins (ties: more anchors). Raises ``ValueError`` when no ``N_a`` meets the target.
+    """
+    steps, notes = profile.steps, list[str]()
+    _check_profile(profile, config.pruning and profile.has_prune_error)
+    longest = _longest_interval(config, profile.max_distance, notes)
+    _require(
+        config.min_full_steps <= steps,
+        f"min_full_steps={config.min_full_steps} exceeds the {steps} steps of this run: the valid range is "
+        f"1..{steps}. Fix: lower min_full_steps.",
+    )
+    resampled = profile.meta.get("resampled")
+    if isinstance(resampled, dict):
+        notes.append(
+            f"profile resampled from {resampled.get('from_steps')} to {resampled.get('to_steps')} steps "
+            "(approximate: re-profile on this sigma grid for exact sensitivities)"
+        )
+    if config.target == 1.0:
+        full = _Candidate(0.0, tuple(range(steps)), None, torch.zeros(0, dtype=torch.long), torch.zeros(0, 1))
+        return _schedule(profile, config, full, ["full compute: target 1.0", *notes], longest)
+    search = _prepare(profile, config, longest, notes)
+    fewest = max(math.ceil(steps / longest), config.min_full_steps)
+    _, choice = dp_table(interval_costs(search.step_cost, longest), steps)
+    choices = choice.tolist()
+    anchor_sets = [backtrack(choices, n) for n in range(fewest, steps + 1)]
+    totals = [anchor_flops(search.flops, anchors, steps) for anchors in anchor_sets]
+    feasible = [anchors for anchors, total in zip(anchor_sets, totals) if search.meets(total)]
+    if not feasible:
+        best_ratio = max(search.ratio(total) for total in totals)
+        raise ValueError(
+            f"A {config.target:g}x FLOPs speed-up is out of reach on this {steps}-step run: with intervals of at most "
+            f"{longest} steps and at least {config.min_full_steps} full steps the highest ratio is {best_ratio:.3f}x. "
+            f"Fix: lower the target to at most {math.floor(best_ratio * 1000) / 1000:.3f}, or allow longer intervals "
+            f"(max_interval up to {profile.max_distance + 1}; a profile with more reuse distances allows more)."
+        )
+    candidates = sorted((_tuned(search, anchors) for anchors in feasible), key=_Candidate.key)
+    best = candidates[0]
+    if config.joint_cost and search.uas is not None:
+        for candidate in candidates[:JOINT_CANDIDATES]:
+            joint = _joint(search, candidate.anchors)
+            best = joint if joint.key() < best.key() else best
+    return _schedule(profile, config, best, notes, longest)
+
+
+def _schedule(
+    profile: SensitivityProfile, config: PlanConfig, best: _Candidate, notes: list[str], longest: int
+) -> Schedule:
+    steps, layout = profile.steps, profile.layout
+    recompute = torch.ones(steps, layout.num_layers, layout.num_modules)  # (T, L, M)
+    if best.steps.numel():
+        recompute[best.steps] = best.ratios.float().reshape(-1, layout.num_layers, layout.num_modules)
+    ratio = steps * profile.flops.step_full / schedule_flops(profile.flops, best.anchors, recompute)
+    summary = f"{len(best.anchors)} full steps of {steps}, intervals of at most {longest} steps"
+    if best.beta is None:
+        summary += "; no token pruning"
+    else:
+        summary += f"; UAS λ = {config.lam:g}, β = {best.beta:.4f}" + (" (joint DP costs)" if best.joint else "")
+    return Schedule(
+        layout=layout,
+        sigmas=profile.sigmas.double().cpu(),
+        anchors=best.anchors,
+        recompute=recompute,
+        predicted_flops_ratio=1.0 if len(best.anchors) == steps else ratio,
+        predicted_error=best.error,
+        notes=(summary, *notes),
+        config={**dataclasses.asdict(config), "beta": best.beta},
+    )

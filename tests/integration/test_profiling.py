@@ -1,0 +1,93 @@
+"""OFS through ComfyUI: a profiling run is a real full-compute run, and its errors and FLOPs are right."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flux_helpers import conditioning, sample, tiny_flux
+
+
+pytestmark = pytest.mark.integration
+
+
+def _profile(patcher, steps=6, cfg=1.0, **config):
+    from comfyui_soda.nodes.profiling import SamplingSettings, profile_model
+    from comfyui_soda.soda_core.profiler import ProfileConfig
+
+    latent = {"samples": torch.zeros(1, 16, 16, 16)}
+    settings = SamplingSettings(seed=0, steps=steps, cfg=cfg, sampler_name="euler", scheduler="simple")
+    return profile_model(
+        patcher,
+        conditioning(patcher, 1),
+        conditioning(patcher, 2, words=3),
+        latent,
+        settings,
+        ProfileConfig(**{"max_distance": 4, **config}),
+    )
+
+
+def test_profiling_run_is_full_compute_and_fills_the_tables(comfy):
+    patcher = tiny_flux()
+    profile, latent = _profile(patcher, steps=6, cfg=2.0)
+    assert torch.equal(latent["samples"], sample(patcher, steps=6, cfg=2.0))
+    assert profile.cache_error.shape == (6, 4, 2, 4)
+    assert profile.prune_error.shape == (6, 4, 2, 4, 9)
+    for t in range(6):
+        for k in range(1, 5):
+            values = profile.cache_error[t, :, :, k - 1]
+            assert values.isnan().all() if t - k < 0 else (values.isfinite().all() and (values >= 0).all())
+    defined = profile.prune_error[profile.prune_error.isfinite()]
+    assert defined.numel() and (defined >= -1e-6).all()
+    # recomputing more tokens never leaves the output further from full compute than pure reuse, on average
+    assert (profile.prune_error[1:, :, :, 0, -1] <= profile.cache_error[1:, :, :, 0] + 1e-6).float().mean() > 0.9
+    assert profile.meta["steps"] == 6 and profile.meta["granularity"] == "module"
+
+
+def test_prune_error_equals_an_explicit_mix(comfy):
+    """E_p from prefix sums equals 1 - cos of the explicitly mixed tensor."""
+    from comfyui_soda.soda_core.layout import BlockRef, ModelLayout
+    from comfyui_soda.soda_core.profiler import ProfileConfig, SensitivityRecorder
+    from comfyui_soda.soda_core.tokens import TokenLayout, recompute_positions
+
+    layout = ModelLayout((BlockRef("double_block", 0),), ("mlp",))
+    recorder = SensitivityRecorder(layout, 3, ProfileConfig(max_distance=2, prune_ratios=(0.25, 0.5)))
+    tokens = TokenLayout(text=3, image=8, reference=1)
+    outputs = [torch.randn(2, tokens.total, 5) for _ in range(3)]
+    scores = torch.randn(tokens.total)
+    for step, out in enumerate(outputs):
+        recorder.observe(step, 0, "mlp", (0,), out, scores, tokens)
+    sums = recorder._prune_sum[2, 0, 0, 1] / 2  # step 2, distance 2, mean over the 2 rows
+    for j, ratio in enumerate((0.25, 0.5)):
+        positions = recompute_positions(scores, tokens, ratio)
+        mixed = outputs[0].clone()
+        mixed[:, positions] = outputs[2][:, positions]
+        cos = torch.nn.functional.cosine_similarity(mixed.flatten(1), outputs[2].flatten(1), dim=1)
+        torch.testing.assert_close(float(sums[j]), float((1 - cos).mean()), rtol=1e-5, atol=1e-7)
+
+
+def test_block_granularity_profile(comfy):
+    from comfyui_soda.nodes.profiling import SamplingSettings, profile_model
+    from comfyui_soda.soda_core.adapters import Granularity
+    from comfyui_soda.soda_core.profiler import ProfileConfig
+
+    patcher = tiny_flux()
+    settings = SamplingSettings(seed=0, steps=4, cfg=1.0, sampler_name="euler", scheduler="simple")
+    profile, latent = profile_model(
+        patcher,
+        conditioning(patcher, 1),
+        conditioning(patcher, 2),
+        {"samples": torch.zeros(1, 16, 16, 16)},
+        settings,
+        ProfileConfig(max_distance=2),
+        Granularity.BLOCK,
+    )
+    assert profile.layout.modules == ("block",) and not profile.has_prune_error
+    assert torch.equal(latent["samples"], sample(patcher, steps=4))
+    assert profile.cache_error[1:, :, 0, 0].isfinite().all()
+
+
+def test_memory_bound_is_enforced_before_sampling(comfy):
+    patcher = tiny_flux()
+    with pytest.raises(ValueError, match="memory_limit_mb"):
+        _profile(patcher, memory_limit_mb=0.01)

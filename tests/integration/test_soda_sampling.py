@@ -1,0 +1,118 @@
+"""Profile -> plan -> patch -> sample through ComfyUI: FLOPs promised are FLOPs saved, and they are counted right."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from comfyui_soda.soda_core.schedule import Schedule
+from flux_helpers import conditioning, sample, tiny_flux
+
+
+pytestmark = pytest.mark.integration
+
+STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def profiled(comfy):
+    from comfyui_soda.nodes.profiling import SamplingSettings, profile_model
+    from comfyui_soda.soda_core.profiler import ProfileConfig
+
+    patcher = tiny_flux(hidden_size=128, depth=2, depth_single_blocks=4)
+    settings = SamplingSettings(seed=0, steps=STEPS, cfg=1.0, sampler_name="euler", scheduler="simple")
+    profile, latent = profile_model(
+        patcher,
+        conditioning(patcher, 1),
+        conditioning(patcher, 2, words=3),
+        {"samples": torch.zeros(1, 16, 16, 16)},
+        settings,
+        ProfileConfig(max_distance=4),
+    )
+    return patcher, profile, latent["samples"]
+
+
+def _patched(patcher, soda_plan):
+    from comfyui_soda.nodes.soda import SODAModelPatch
+
+    return SODAModelPatch.execute(patcher, soda_plan).result[0]
+
+
+def _plan(profile, target, **kw):
+    from comfyui_soda.soda_core.api import plan_schedule
+    from comfyui_soda.soda_core.planner import PlanConfig
+
+    return plan_schedule(profile, PlanConfig(target=target, **kw), prune_attention=kw.pop("prune_attention", False))
+
+
+def _hook(model):
+    return model.model_options["transformer_options"]["soda"]
+
+
+@pytest.mark.parametrize("pruning", [False, True])
+def test_sampling_at_2x_saves_the_flops_it_promised(profiled, pruning):
+    patcher, profile, reference = profiled
+    soda_plan = _plan(profile, 2.0, pruning=pruning)
+    model = _patched(patcher, soda_plan)
+    out = sample(model, steps=STEPS)
+    report = _hook(model).reports[-1]
+    assert soda_plan.schedule.predicted_flops_ratio >= 2.0
+    assert report.flops_ratio == pytest.approx(soda_plan.schedule.predicted_flops_ratio, rel=0.03)
+    assert report.cache_misses == 0
+    assert torch.isfinite(out).all() and not torch.equal(out, reference)
+    if pruning:
+        assert report.partial_modules > 0
+
+
+def test_counted_flops_match_flop_counter_mode(profiled):
+    patcher, profile, _ = profiled
+    for soda_plan in (_plan(profile, 1.0), _plan(profile, 2.0, pruning=True)):
+        model = _patched(patcher, soda_plan)
+        with FlopCounterMode(display=False) as counter:
+            sample(model, steps=STEPS)
+        counted = _hook(model).reports[-1].flops
+        assert counted == pytest.approx(counter.get_total_flops(), rel=0.02)
+
+
+def test_dp_schedule_beats_uniform_interval_at_equal_flops(profiled):
+    """DCS anchors vs evenly spaced anchors at the same FLOPs: DCS ends closer to full compute."""
+    from comfyui_soda.soda_core.api import SodaPlan
+    from comfyui_soda.soda_core.planner import PlanConfig, schedule_flops
+
+    patcher, profile, reference = profiled
+    uniform = Schedule.uniform(profile.layout, profile.sigmas, 2)
+    uniform_ratio = STEPS * profile.flops.step_full / schedule_flops(profile.flops, uniform.anchors, uniform.recompute)
+    dp = _plan(profile, uniform_ratio * (1 - 1e-6), pruning=False)
+    assert len(dp.schedule.anchors) == len(uniform.anchors)
+    errors, ratios = {}, {}
+    for name, soda_plan in {"dp": dp, "uniform": SodaPlan(uniform, profile, PlanConfig())}.items():
+        model = _patched(patcher, soda_plan)
+        out = sample(model, steps=STEPS)
+        errors[name] = float((out - reference).norm() / reference.norm())
+        ratios[name] = _hook(model).reports[-1].flops_ratio
+    assert ratios["dp"] >= ratios["uniform"] * (1 - 1e-6)
+    assert errors["dp"] < errors["uniform"], (errors, dp.schedule.anchors)
+
+
+def test_full_compute_plan_is_bit_exact(profiled):
+    patcher, profile, reference = profiled
+    soda_plan = _plan(profile, 1.0)
+    assert soda_plan.schedule.anchors == tuple(range(STEPS))
+    assert torch.equal(sample(_patched(patcher, soda_plan), steps=STEPS), reference)
+
+
+def test_other_step_count_and_denoise_are_replanned(profiled):
+    patcher, profile, _ = profiled
+    model = _patched(patcher, _plan(profile, 2.0))
+    out = sample(model, steps=8, denoise=0.7, sampler="dpmpp_2m", scheduler="karras")
+    report = _hook(model).reports[-1]
+    assert torch.isfinite(out).all()
+    assert report.steps == 8 and report.flops_ratio > 1.3
+
+
+def test_layout_mismatch_is_refused(profiled):
+    patcher, profile, _ = profiled
+    other = tiny_flux(depth_single_blocks=2)
+    with pytest.raises(ValueError, match="Profile this model"):
+        _patched(other, _plan(profile, 2.0))
