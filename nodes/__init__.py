@@ -2,10 +2,10 @@
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import fidelity, reference_model, soda
+from . import fidelity, profile_files, reference_model, soda
 
 
-NODE_MODULES = (soda, reference_model, fidelity)
+NODE_MODULES = (soda, profile_files, reference_model, fidelity)
 
 
 class SodaExtension(ComfyExtension):
