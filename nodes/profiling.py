@@ -17,7 +17,7 @@ from ..soda_core.adapters import Granularity
 from ..soda_core.layout import ModelLayout
 from ..soda_core.profile import SensitivityProfile
 from ..soda_core.profiler import ProfileConfig, SensitivityRecorder, check_memory
-from ..soda_core.runtime import SodaRun, flop_model
+from ..soda_core.runtime import SodaRun
 from ..soda_core.schedule import Schedule
 from .patching import SodaHook, comfy_version, install, prepare
 
@@ -127,7 +127,7 @@ def profile_model(
         "text_tokens": collector.runs[-1].tokens.text,
         "seconds": round(sum(r.seconds for r in hook.reports), 3),
     }
-    profile = collector.recorder.result(collector.sigmas, flop_model(collector.runs[-1]), meta)
+    profile = collector.recorder.result(collector.sigmas, collector.runs[-1].flop_model(), meta)
     return profile, {**latent, "samples": samples}
 
 

@@ -86,6 +86,11 @@ class SodaRun:
         self.programs = adapter.programs_for(granularity)
         self.observer = observer
         self.layers = {(b.kind, b.index): layer for layer, b in enumerate(schedule.layout.blocks)}
+        # per step and layer: {module: recompute ratio}, read once here instead of indexing tensors per block call
+        modules = schedule.layout.modules
+        self._ratios = [[dict(zip(modules, row, strict=True)) for row in step] for step in schedule.recompute.tolist()]
+        self._distance = [schedule.distance(t) for t in range(schedule.steps)]
+        self._records = [schedule.needs_cache_after(t) for t in range(schedule.steps)]
         self.report = RunReport(steps=schedule.steps)
         self._caches: dict[Stream, dict[int, dict[str, Tensor]]] = {}
         self._costs: dict[tuple[int, tuple[int, ...]], ModuleCosts] = {}
@@ -131,10 +136,10 @@ class SodaRun:
         tokens = self._complete_tokens(kind, args)
         program = self.programs[kind]
         costs = self._block_costs(layer, program, block, args, tokens)
-        anchor = self.schedule.distance(self.step) == 0
-        record = anchor and self.schedule.needs_cache_after(self.step)
+        anchor = self._distance[self.step] == 0
+        record = anchor and self._records[self.step]
         modules = self.schedule.layout.modules
-        ratios = {m: float(self.schedule.recompute[self.step, layer, i]) for i, m in enumerate(modules)}
+        ratios = self._ratios[self.step][layer]
         cache = self._caches.setdefault(self.stream, {}).setdefault(layer, {})
         if not anchor and not _cache_fits(cache, ratios, args):
             self.report.cache_misses += 1
@@ -166,6 +171,32 @@ class SodaRun:
         self.report.seconds = time.perf_counter() - self._started
         self._caches.clear()
         return self.report
+
+    def flop_model(self) -> FlopModel:
+        """The per-batch-row FlopModel of the shapes this run saw (first call of every layer), for a profile."""
+        layout = self.schedule.layout
+        full = torch.zeros(layout.num_layers, layout.num_modules, dtype=torch.float64)
+        fixed, per_ratio = torch.zeros_like(full), torch.zeros_like(full)
+        base, record, seen = 0.0, 0.0, set()
+        for (layer, shape), costs in self._costs.items():
+            if layer in seen:
+                continue
+            seen.add(layer)
+            batch = shape[0]
+            for i, m in enumerate(layout.modules):
+                full[layer, i] = costs.full[m] / batch
+                fixed[layer, i] = costs.fixed[m] / batch
+                per_ratio[layer, i] = costs.per_ratio[m] / batch
+            base += costs.base / batch
+            record += costs.record / batch
+        if len(seen) != layout.num_layers:
+            raise RuntimeError(
+                f"SODA profiling saw {len(seen)} of {layout.num_layers} blocks; the layout does not match."
+            )
+        model_base = next(iter(self._base_flops.items()), None)
+        if model_base is not None:
+            base += model_base[1] / model_base[0][0]
+        return FlopModel(full, fixed, per_ratio, base, record)
 
     # -------------------------------------------------------------- helpers
 
@@ -226,28 +257,3 @@ def _base_flops(adapter: ModelAdapter, model: torch.nn.Module, tokens: TokenLayo
         rows = rows_of[kind] if kind else 1
         total += linear_flops(batch * rows, module.in_features, module.out_features)
     return float(total)
-
-
-def flop_model(run: SodaRun) -> FlopModel:
-    """The per-batch-row FlopModel of the shapes this run saw (first call of every layer), for a profile."""
-    layout = run.schedule.layout
-    full = torch.zeros(layout.num_layers, layout.num_modules, dtype=torch.float64)
-    fixed, per_ratio = torch.zeros_like(full), torch.zeros_like(full)
-    base, record, seen = 0.0, 0.0, set()
-    for (layer, shape), costs in run._costs.items():
-        if layer in seen:
-            continue
-        seen.add(layer)
-        batch = shape[0]
-        for i, m in enumerate(layout.modules):
-            full[layer, i] = costs.full[m] / batch
-            fixed[layer, i] = costs.fixed[m] / batch
-            per_ratio[layer, i] = costs.per_ratio[m] / batch
-        base += costs.base / batch
-        record += costs.record / batch
-    if len(seen) != layout.num_layers:
-        raise RuntimeError(f"SODA profiling saw {len(seen)} of {layout.num_layers} blocks; the layout does not match.")
-    model_base = next(iter(run._base_flops.items()), None)
-    if model_base is not None:
-        base += model_base[1] / model_base[0][0]
-    return FlopModel(full, fixed, per_ratio, base, record)
