@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,13 +27,13 @@ import torch
 from .flops import FlopModel
 from .profile import SensitivityProfile
 from .schedule import Schedule
-from .uas import UasTable, build_uas_table, cell_tables, decide, pruned_flops
+from .uas import UasTable, bisect_largest, build_uas_table, cell_tables, decide
 
 
 BISECTION_STEPS = 40
-RATIO_TOLERANCE = 1e-9  # a schedule meets the target when its ratio >= target·(1 - this): float round-off only
 FLOPS_MARGIN = 1e-6  # the β search keeps this FLOPs headroom so the float32 ratios a Schedule stores stay in budget
-JOINT_CANDIDATES = 4  # joint_cost re-plans the anchors of this many of the best anchor counts
+JOINT_CANDIDATES = 2  # joint_cost re-plans the anchors of this many of the best anchor counts
+JOINT_STEPS = 20  # β halvings of a joint re-plan (each one runs the DP); 2**-20 of the bracket is plenty
 
 
 def _is_real(value: object) -> bool:
@@ -195,36 +195,21 @@ def reuse_steps(anchors: Sequence[int], steps: int) -> tuple[torch.Tensor, torch
     return index[~is_anchor], (index - last)[~is_anchor]
 
 
-def bisect_largest(accept: Callable[[float], bool], low: float, high: float, steps: int = BISECTION_STEPS) -> float:
-    """Largest β in ``[low, high]`` that ``accept`` takes, to ``(high - low) / 2**steps``; ``low`` is taken as given."""
-    if accept(high):
-        return high
-    for _ in range(steps):
-        middle = 0.5 * (low + high)
-        low, high = (middle, high) if accept(middle) else (low, middle)
-    return low
-
-
-# -------------------------------------------------------------------------------------------------------- search
-
-
 @dataclass(frozen=True)
 class _Search:
     flops: FlopModel
     steps: int
+    modules: int  # L·M
     longest: int
     target: float
     step_cost: torch.Tensor  # (T, K)
     uas: UasTable | None  # None: no token pruning
-    fixed: torch.Tensor  # (LM,)
-    per_ratio: torch.Tensor  # (LM,)
-    bracket: tuple[float, float]  # β range: nothing recomputed at its low end, everything saturated at its high
 
     def ratio(self, total_flops: float) -> float:
         return self.steps * self.flops.step_full / total_flops
 
     def meets(self, total_flops: float) -> bool:
-        return self.ratio(total_flops) >= self.target * (1.0 - RATIO_TOLERANCE)
+        return self.ratio(total_flops) >= self.target
 
     @property
     def flops_limit(self) -> float:
@@ -244,31 +229,33 @@ class _Candidate:
         return self.error, -len(self.anchors)
 
 
-def _at_beta(search: _Search, anchors: tuple[int, ...], beta: float | None, joint: bool = False) -> _Candidate:
+def _at_beta(search: _Search, anchors: tuple[int, ...], beta: float | None) -> _Candidate:
     """The UAS decision and predicted error of ``anchors`` at ``β`` (None: reuse whole modules)."""
     steps, distances = reuse_steps(anchors, search.steps)
     if search.uas is None or beta is None or steps.numel() == 0:
         error = float(search.step_cost[steps, distances - 1].sum())
-        return _Candidate(error, anchors, None, steps, torch.zeros(steps.numel(), search.fixed.numel()))
-    ratios, error_per_module = decide(
-        search.uas.gather(steps, distances), beta, search.uas.knots, search.uas.ratio_max
-    )
-    return _Candidate(float(error_per_module.sum()), anchors, beta, steps, ratios, joint)
+        return _Candidate(error, anchors, None, steps, torch.zeros(steps.numel(), search.modules))
+    ratios, error_per_module = decide(search.uas, search.uas.gather(steps, distances), beta)
+    return _Candidate(float(error_per_module.sum()), anchors, beta, steps, ratios)
 
 
-def _tuned(search: _Search, anchors: tuple[int, ...]) -> _Candidate:
-    """``anchors`` with the largest β whose FLOPs still meet the target (caching-only costs chose the anchors)."""
-    if search.uas is None:
-        return _at_beta(search, anchors, None)
-    steps, distances = reuse_steps(anchors, search.steps)
-    entries = search.uas.gather(steps, distances)
-    base = anchor_flops(search.flops, anchors, search.steps)
+def _tuned(search: _Search, anchor_sets: list[tuple[int, ...]]) -> list[_Candidate]:
+    """Every anchor set with the largest β whose FLOPs still meet the target, all bisections in lockstep."""
     uas = search.uas
+    if uas is None:
+        return [_at_beta(search, anchors, None) for anchors in anchor_sets]
+    reuse = [reuse_steps(anchors, search.steps) for anchors in anchor_sets]
+    cells = torch.cat([steps * uas.distances + distances - 1 for steps, distances in reuse])  # (S,)
+    owner = torch.repeat_interleave(torch.tensor([steps.numel() for steps, _ in reuse]))  # (S,) its anchor set
+    limit = [search.flops_limit - anchor_flops(search.flops, anchors, search.steps) for anchors in anchor_sets]
+    budget = torch.tensor(limit, dtype=torch.float64)  # (C,) FLOPs left for partial recomputes
 
-    def accept(beta: float) -> bool:
-        return base + pruned_flops(entries, beta, search.fixed, search.per_ratio, uas.ratio_max) <= search.flops_limit
+    def accept(beta: torch.Tensor) -> torch.Tensor:
+        flops = torch.zeros_like(budget).index_add_(0, owner, uas.curve.at(cells, beta[owner]))  # (C,)
+        return flops <= budget
 
-    return _at_beta(search, anchors, bisect_largest(accept, *search.bracket))
+    betas = bisect_largest(accept, *uas.bracket, count=len(anchor_sets), steps=BISECTION_STEPS)
+    return [_at_beta(search, anchors, beta) for anchors, beta in zip(anchor_sets, betas.tolist())]
 
 
 def _joint(search: _Search, start: tuple[int, ...]) -> _Candidate:
@@ -276,41 +263,28 @@ def _joint(search: _Search, start: tuple[int, ...]) -> _Candidate:
     ``Σ_{l,m} min(E_c, E_p(r))`` at that β and pricing the FLOPs of the anchors it returns."""
     assert search.uas is not None
     uas, n_anchors = search.uas, len(start)
-    planned = {search.bracket[0]: start}  # at the low end nothing is recomputed: caching-only anchors
+    planned = {uas.bracket[0]: start}  # at the low end nothing is recomputed: the caching-only anchors
 
     def accept(beta: float) -> bool:
-        error, flops = cell_tables(uas, beta, search.fixed, search.per_ratio)  # (T, K) each
+        error, flops = cell_tables(uas, beta)  # (T, K) each
         _, choice = dp_table(interval_costs(error, search.longest), n_anchors)
         planned[beta] = anchors = backtrack(choice.tolist(), n_anchors)
         steps, distances = reuse_steps(anchors, search.steps)
         total = anchor_flops(search.flops, anchors, search.steps) + float(flops[steps, distances - 1].sum())
         return total <= search.flops_limit
 
-    beta = bisect_largest(accept, *search.bracket)
-    return _at_beta(search, planned[beta], beta, joint=True)
+    beta = float(bisect_largest(lambda b: torch.tensor([accept(float(b[0]))]), *uas.bracket, 1, JOINT_STEPS)[0])
+    return dataclasses.replace(_at_beta(search, planned[beta], beta), joint=True)
 
 
 def _prepare(profile: SensitivityProfile, config: PlanConfig, longest: int, notes: list[str]) -> _Search:
-    pruning = config.pruning and profile.has_prune_error
-    if config.pruning and not profile.has_prune_error:
+    uas = None
+    if config.pruning and profile.has_prune_error:
+        uas = build_uas_table(profile, config.lam, config.ratio_min, config.ratio_max)
+    elif config.pruning:
         notes.append("token pruning off: the profile has no prune_error (profile with prune ratios to enable it)")
-    flops = profile.flops
-    uas, bracket = None, (0.0, 0.0)
-    if pruning:
-        uas = build_uas_table(
-            profile.cache_error,
-            profile.prune_error,
-            profile.prune_ratios,
-            config.lam,
-            config.ratio_min,
-            config.ratio_max,
-        )
-        low, high = uas.lam_ec_range
-        bracket = (-high, config.ratio_max - low)  # r = λ·E_c + β is <= 0 everywhere / >= ratio_max everywhere
-    fixed, per_ratio = flops.fixed.double().reshape(-1), flops.per_ratio.double().reshape(-1)
-    return _Search(
-        flops, profile.steps, longest, config.target, step_costs(profile.cache_error), uas, fixed, per_ratio, bracket
-    )
+    modules = profile.layout.num_layers * profile.layout.num_modules
+    return _Search(profile.flops, profile.steps, modules, longest, config.target, step_costs(profile.cache_error), uas)
 
 
 def _check_profile(profile: SensitivityProfile, pruning: bool) -> None:
@@ -329,6 +303,11 @@ def _check_profile(profile: SensitivityProfile, pruning: bool) -> None:
             "Fix: re-run the Profile Sensitivity node, or plan with pruning=False.",
         )
         nan["prune_error"] = profile.prune_error.isnan().any(dim=-1)
+        _require(
+            bool((profile.flops.fixed >= 0).all() and (profile.flops.per_ratio >= 0).all()),
+            "profile.flops.fixed and per_ratio must be >= 0 (FLOPs of a partial recompute). "
+            "Fix: re-run the Profile Sensitivity node.",
+        )
     used = torch.arange(steps)[:, None] >= torch.arange(1, distances + 1)  # (T, K): t >= k
     for name, mask in nan.items():
         bad = mask & used[:, None, None, :]  # (T, L, M, K)
@@ -387,7 +366,7 @@ def plan(profile: SensitivityProfile, config: PlanConfig) -> Schedule:
             f"Fix: lower the target to at most {math.floor(best_ratio * 1000) / 1000:.3f}, or allow longer intervals "
             f"(max_interval up to {profile.max_distance + 1}; a profile with more reuse distances allows more)."
         )
-    candidates = sorted((_tuned(search, anchors) for anchors in feasible), key=_Candidate.key)
+    candidates = sorted(_tuned(search, feasible), key=_Candidate.key)
     best = candidates[0]
     if config.joint_cost and search.uas is not None:
         for candidate in candidates[:JOINT_CANDIDATES]:

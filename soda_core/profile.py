@@ -5,7 +5,8 @@ Shapes, with T sampling steps, L layers, M modules per layer, K reuse distances 
     output computed k steps earlier (NaN where t - k < 0);
   * ``prune_error[t, l, m, k-1, j]`` = E_p(t, l, m, k, r_j): recompute the top ``r_j`` share of image tokens at step t,
     take every other token from step t - k;
-  both averaged over the calibration samples (batch rows, CFG branches, seeds).
+  both averaged over the calibration samples (batch rows, CFG branches, seeds). An infinite E_p is a legal marker
+  for "never recompute this module partially" (see ``without_pruning``).
 
 A profile is stored as one ``.safetensors`` file: the tensors above plus the FLOP model, and JSON metadata (layout,
 sigmas, model family, sampler, measured-on shapes, pack version).
@@ -47,6 +48,13 @@ class SensitivityProfile:
         expected_prune = (*self.cache_error.shape, self.prune_ratios.numel())
         if self.prune_error.numel() and tuple(self.prune_error.shape) != expected_prune:
             problems.append(f"prune_error has shape {tuple(self.prune_error.shape)}, expected {expected_prune}")
+        ratios = self.prune_ratios
+        if ratios.numel() and not (
+            bool((ratios > 0).all() and (ratios < 1).all()) and bool((ratios.diff() > 0).all())
+        ):
+            problems.append(f"prune_ratios must increase strictly inside (0, 1), got {ratios.tolist()}")
+        if bool((self.flops.fixed < 0).any() or (self.flops.per_ratio < 0).any()):
+            problems.append("FLOP counts must not be negative")
         if self.flops.full.shape != (layers, m):
             problems.append(f"flops.full has shape {tuple(self.flops.full.shape)}, expected ({layers}, {m})")
         if problems:

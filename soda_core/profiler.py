@@ -90,7 +90,7 @@ class SensitivityRecorder:
         self._cache_sum = torch.zeros(shape, dtype=torch.float64)
         self._prune_sum = torch.zeros((*shape, r), dtype=torch.float64)
         self._count = torch.zeros(shape, dtype=torch.float64)
-        self._ring: dict[tuple[Any, ...], list[tuple[int, Tensor]]] = {}
+        self._ring: dict[tuple[Any, ...], list[tuple[int, Tensor, Tensor]]] = {}
         self._module_index = {m: i for i, m in enumerate(layout.modules)}
         self._checked = False
         self._ratios = torch.tensor(config.prune_ratios if config.measure_pruning else (), dtype=torch.float64)
@@ -116,13 +116,13 @@ class SensitivityRecorder:
         ring = self._ring.setdefault((stream, layer, m), [])
         if ring and ring[-1][0] == step:  # a second call in the same step (e.g. Heun): keep the newest
             ring.pop()
-        current = output.detach()
-        ranking = image_token_ranking(scores, tokens) if self.config.measure_pruning else None
-        for past_step, past in ring:
+        now = output.detach().float()  # (B, N, C)
+        stats = _TokenStats.of(now, scores, tokens, self.config.measure_pruning)
+        for past_step, past, past_norms in ring:
             k = step - past_step
             if 1 <= k <= self.config.max_distance:
-                self._accumulate(step, layer, m, k, current, past.to(current), tokens, ranking)
-        ring.append((step, self._store(current)))
+                self._accumulate(step, layer, m, k, now, stats, past.to(now), past_norms.to(stats.norms))
+        ring.append((step, self._store(output.detach()), stats.norms))
         del ring[: -self.config.max_distance]
 
     def result(self, sigmas: Tensor, flops: FlopModel, meta: dict[str, Any]) -> SensitivityProfile:
@@ -157,39 +157,44 @@ class SensitivityRecorder:
         return x.to(torch.float16) if self._half() else x
 
     def _accumulate(
-        self,
-        step: int,
-        layer: int,
-        m: int,
-        k: int,
-        now: Tensor,
-        past: Tensor,
-        tokens: TokenLayout,
-        ranking: Tensor | None,
+        self, step: int, layer: int, m: int, k: int, now: Tensor, stats: _TokenStats, past: Tensor, past_norms: Tensor
     ) -> None:
-        now32, past32 = now.float(), past.float()
-        dot = (now32 * past32).sum(-1).double()  # (B, N)
-        n_now = now32.square().sum(-1).double()  # (B, N)
-        n_past = past32.square().sum(-1).double()  # (B, N)
-        total_now = n_now.sum(-1)  # (B,)
-        cos = dot.sum(-1) / (n_past.sum(-1) * total_now).sqrt().clamp(min=1e-30)  # (B,)
-        self._cache_sum[step, layer, m, k - 1] += (1 - cos).sum().cpu()
+        """Add E_c and E_p of serving ``now`` (B, N, C) from ``past``, k steps earlier, from per-token sums."""
+        dot = torch.einsum("bnc,bnc->bn", now, past).double()  # (B, N) <D_t, D_{t-k}> per token
+        cos = dot.sum(-1) / (past_norms.sum(-1) * stats.total).sqrt().clamp(min=1e-30)  # (B,)
+        self._cache_sum[step, layer, m, k - 1] += float((1 - cos).sum())
         self._count[step, layer, m, k - 1] += now.shape[0]
-        if ranking is None or not self._ratios.numel():
+        if stats.order is None or not self._ratios.numel():
             return
+        c_dot, c_past = stats.prefix(dot), stats.prefix(past_norms)  # (B, N_img + 1)
+        keep = (self._ratios * (c_dot.shape[1] - 1)).round().long().to(now.device)  # (R,)
+        fresh = stats.fixed[:, None] + stats.prefix_norms[:, keep]  # (B, R) |D_t|^2 of the recomputed tokens
+        numerator = fresh + (c_dot[:, -1:] - c_dot[:, keep])  # <mix, D_t>
+        mixed_norm = fresh + (c_past[:, -1:] - c_past[:, keep])  # |mix|^2
+        cos_r = numerator / (mixed_norm * stats.total[:, None]).sqrt().clamp(min=1e-30)  # (B, R)
+        self._prune_sum[step, layer, m, k - 1] += (1 - cos_r).sum(0).cpu()
+
+
+@dataclass(frozen=True)
+class _TokenStats:
+    """Per-token sums of one module output D_t that every reuse distance shares."""
+
+    norms: Tensor  # (B, N) |D_t[token]|^2, float64
+    total: Tensor  # (B,) |D_t|^2
+    fixed: Tensor  # (B,) |D_t|^2 over text and reference tokens (always recomputed)
+    order: Tensor | None  # (N_img,) joint positions of the image tokens, most sensitive first
+    prefix_norms: Tensor  # (B, N_img + 1) |D_t|^2 over the top-j image tokens
+
+    @classmethod
+    def of(cls, now: Tensor, scores: Tensor, tokens: TokenLayout, pruning: bool) -> _TokenStats:
+        norms = now.square().sum(-1).double()  # (B, N)
         image = torch.zeros(now.shape[1], dtype=torch.bool, device=now.device)
         image[tokens.image_slice] = True
-        fixed_now = n_now[:, ~image].sum(-1)  # (B,) text + reference tokens: always fresh
-        order = ranking.to(now.device)  # (N_img,) joint positions, most sensitive first
+        order = image_token_ranking(scores, tokens).to(now.device) if pruning else None
+        stats = cls(norms, norms.sum(-1), norms[:, ~image].sum(-1), order, norms[:, :0])
+        return cls(norms, stats.total, stats.fixed, order, stats.prefix(norms)) if order is not None else stats
 
-        def prefix(x: Tensor) -> Tensor:  # (B, N) -> (B, N_img + 1) sums over the top-j image tokens
-            return torch.nn.functional.pad(x[:, order].cumsum(-1), (1, 0))
-
-        c_now, c_dot, c_past = prefix(n_now), prefix(dot), prefix(n_past)
-        keep = (self._ratios * tokens.image).round().long().to(now.device)  # (R,)
-        img_dot, img_past = c_dot[:, -1:], c_past[:, -1:]  # (B, 1)
-        fresh = fixed_now[:, None] + c_now[:, keep]  # (B, R)
-        numerator = fresh + (img_dot - c_dot[:, keep])
-        mixed_norm = fresh + (img_past - c_past[:, keep])
-        cos_r = numerator / (mixed_norm * total_now[:, None]).sqrt().clamp(min=1e-30)  # (B, R)
-        self._prune_sum[step, layer, m, k - 1] += (1 - cos_r).sum(0).cpu()
+    def prefix(self, x: Tensor) -> Tensor:
+        """(B, N) -> (B, N_img + 1): sums of ``x`` over the top-j image tokens, j = 0..N_img."""
+        assert self.order is not None
+        return torch.nn.functional.pad(x[:, self.order].cumsum(-1), (1, 0))

@@ -39,6 +39,10 @@ class Schedule:
             problems.append(f"anchors must increase within 0..{steps - 1}, got {list(self.anchors)}")
         if self.recompute.shape != (steps, self.layout.num_layers, self.layout.num_modules):
             problems.append(f"recompute has shape {tuple(self.recompute.shape)} for {steps} steps")
+        elif not problems and not bool((self.recompute[list(self.anchors)] == 1).all()):
+            problems.append("recompute must be 1 on every anchor step")
+        if bool(((self.recompute < 0) | (self.recompute > 1)).any()):
+            problems.append("recompute ratios must lie in [0, 1]")
         if problems:
             raise ValueError("Invalid SODA schedule: " + "; ".join(problems) + ".")
 

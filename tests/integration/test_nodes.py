@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from flux_helpers import conditioning, sample, tiny_flux
 
 

@@ -39,11 +39,11 @@ def _patched(patcher, soda_plan):
     return SODAModelPatch.execute(patcher, soda_plan).result[0]
 
 
-def _plan(profile, target, **kw):
+def _plan(profile, target, prune_attention=False, **kw):
     from comfyui_soda.soda_core.api import plan_schedule
     from comfyui_soda.soda_core.planner import PlanConfig
 
-    return plan_schedule(profile, PlanConfig(target=target, **kw), prune_attention=kw.pop("prune_attention", False))
+    return plan_schedule(profile, PlanConfig(target=target, **kw), prune_attention=prune_attention)
 
 
 def _hook(model):
