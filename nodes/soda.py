@@ -46,8 +46,8 @@ class SODAProfileSensitivity(io.ComfyNode):
                     default=0,
                     min=0,
                     max=0xFFFFFFFFFFFFFFFF,
-                    control_after_generate=True,
-                    tooltip="Noise seed of the first calibration run (later runs use seed+1, ...).",
+                    tooltip="Noise seed of the first calibration run (later runs use seed+1, ...). Fixed on "
+                    "purpose: a profile is measured once and reused, so it is not re-randomised on every queue.",
                 ),
                 io.Int.Input(
                     "steps",
