@@ -71,7 +71,7 @@ def schedule_plot(schedule: Schedule, profile: SensitivityProfile | None) -> tup
     anchors = schedule.anchor_mask.numpy()
     recompute = schedule.recompute.mean(dim=(1, 2)).numpy()
     recompute = np.where(anchors, 1.0, recompute)
-    fig, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")
+    fig, ax = plt.subplots(figsize=(8, 3.8), layout="constrained")
     ax.bar(steps[anchors], np.ones(anchors.sum()), color="#1f6feb", width=0.8, label="full compute (anchor)")
     reuse = ~anchors
     ax.bar(steps[reuse], recompute[reuse], color="#f0883e", width=0.8, label="reuse: share recomputed")
@@ -85,7 +85,9 @@ def schedule_plot(schedule: Schedule, profile: SensitivityProfile | None) -> tup
         twin.plot(steps, curve, color="#6e7781", lw=1.5, label="sensitivity (Σ E_c, distance 1)")
         twin.set_ylabel("sensitivity")
         drawn["sensitivity"] = curve
-    ax.legend(loc="upper right", fontsize=8)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     ax.set_title(
         f"SODA schedule: {len(schedule.anchors)}/{schedule.steps} full steps, "
         f"predicted {schedule.predicted_flops_ratio:.2f}x transformer FLOPs",
