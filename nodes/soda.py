@@ -46,8 +46,9 @@ class SODAProfileSensitivity(io.ComfyNode):
                     default=0,
                     min=0,
                     max=0xFFFFFFFFFFFFFFFF,
-                    tooltip="Noise seed of the first calibration run (later runs use seed+1, ...). Fixed on "
-                    "purpose: a profile is measured once and reused, so it is not re-randomised on every queue.",
+                    control_after_generate=True,
+                    tooltip="Noise seed of the first calibration run (later runs use seed+1, ...). Set the control "
+                    "below to 'fixed': a profile is measured once and reused, and a new seed re-profiles.",
                 ),
                 io.Int.Input(
                     "steps",
