@@ -1,0 +1,225 @@
+"""One benchmark setting at one step count: profile, plan, count FLOPs, then interleaved timed repeats.
+
+Order of work (all in this process, on the same ModelPatcher, with identical seed, noise and conditioning):
+  1. a 2-step warm-up run;
+  2. SODA profiles (token score ``mean``, and ``abs_mean`` for its ablation), each one full-compute run;
+  3. every method is built (plans are made here) and FlopCounterMode counts one run of full compute and of each
+     non-SODA method (SODA's runtime counts its own runs);
+  4. ``repeats`` rounds; each round runs full compute first, then every other method, in an order rotated from
+     round to round, so drift of the machine spreads over all methods.
+Fidelity compares each method's final latent with full compute's (first timed run of each).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from . import analysis
+from .measure import Context, PeakRss, Sample, count_flops, fidelity, sample
+from .methods import Method, SkipLog, external_methods, full_method, soda_methods
+from .settings import Built, Setting
+
+
+logger = logging.getLogger(__name__)
+
+
+def _profile(model: Any, ctx: Context, setting: Setting, score: str) -> tuple[Any, float]:
+    from comfyui_soda.nodes.profiling import SamplingSettings, profile_model
+    from comfyui_soda.soda_core.profiler import ProfileConfig
+    from comfyui_soda.soda_core.tokens import TokenScore
+
+    settings = SamplingSettings(ctx.seed, ctx.steps, ctx.cfg, ctx.sampler, ctx.scheduler)
+    config = ProfileConfig(max_distance=setting.max_distance, score=TokenScore(score))
+    start = time.perf_counter()
+    profile, _ = profile_model(model, ctx.positive, ctx.negative, {"samples": ctx.latent}, settings, config)
+    seconds = time.perf_counter() - start
+    logger.info("bench: profiled %d steps (score %s) in %.1f s", ctx.steps, score, seconds)
+    return profile, seconds
+
+
+def _hook(method: Method) -> Any:
+    return method.model.model_options["transformer_options"]["soda"]
+
+
+class _Runs:
+    """Timed samples and SODA run reports per method."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[Sample]] = {}
+        self.reports: dict[str, list[Any]] = {}
+
+    def add(self, method: Method, result: Sample) -> None:
+        self.samples.setdefault(method.name, []).append(result)
+        if method.kind == "soda":
+            self.reports.setdefault(method.name, []).append(_hook(method).reports[-1])
+
+
+def _timed_rounds(methods: list[Method], ctx: Context, repeats: int) -> _Runs:
+    runs, full, others = _Runs(), methods[0], methods[1:]
+    total, done, started = repeats * len(methods), 0, time.perf_counter()
+    for r in range(repeats):
+        shift = (r * len(others)) // max(repeats, 1)
+        for method in [full, *others[shift:], *others[:shift]]:
+            result = sample(method.model, ctx)
+            runs.add(method, result)
+            done += 1
+            eta = (time.perf_counter() - started) / done * (total - done)
+            where = f"round {r + 1}/{repeats} [{done}/{total}]"
+            logger.info(
+                "bench: %s %-28s %7.2f s  (load %s, ~%.0f s left)",
+                where,
+                method.name,
+                result.seconds,
+                result.load,
+                eta,
+            )
+    return runs
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _soda_figures(method: Method, reports: list[Any], profile: Any, step_seconds: list[float]) -> dict[str, Any]:
+    """SODA-only figures; ``step_seconds`` (per-step minimum over repeats) feed the anchor / reuse step means."""
+    report = reports[0]
+    schedule = method.schedule
+    flops = analysis.step_flops(profile, schedule)
+    return {
+        "flops": report.flops,
+        "flops_source": "SODA runtime",
+        "runtime_full_flops": report.full_flops,
+        "runtime_flops_speedup": report.flops_ratio,
+        "full_steps": len(schedule.anchors),
+        "anchors": list(schedule.anchors),
+        "recompute_mean": [float(schedule.recompute[t].mean()) for t in range(schedule.steps)],
+        "modules": {"full": report.full_modules, "partial": report.partial_modules, "reused": report.reused_modules},
+        "cache_misses": report.cache_misses,
+        "step_gflops": [f / 1e9 for f in flops],
+        "step_kinds": analysis.by_kind(schedule, step_seconds, flops),
+        "predicted_error": schedule.predicted_error,
+        "plan_seconds": method.plan_seconds,
+    }
+
+
+def _figures(
+    method: Method,
+    runs: _Runs,
+    counted: dict[str, tuple[float, torch.Tensor, tuple[int, int] | None]],
+    baseline: dict[str, Any],
+    profile: Any,
+    latent_format: Any,
+) -> dict[str, Any]:
+    samples = runs.samples[method.name]
+    seconds = [s.seconds for s in samples]
+    step_seconds = analysis.median_steps([s.step_seconds for s in samples])
+    step_min = analysis.min_steps([s.step_seconds for s in samples])
+    out: dict[str, Any] = {
+        "name": method.name,
+        "family": method.family,
+        "kind": method.kind,
+        "params": method.params,
+        "wall_seconds": _median(seconds),
+        "wall_seconds_runs": seconds,
+        "cpu_seconds": _median([s.cpu_seconds for s in samples]),
+        "step_seconds": step_seconds,
+        "step_seconds_min": step_min,
+        "wall_seconds_step_min": sum(step_min),
+        "load": [s.load for s in samples],
+        "peak_rss_mb": _median([s.peak_rss_mb for s in samples]),
+        "deterministic": all(torch.equal(samples[0].latent, s.latent) for s in samples[1:]),
+        "predicted_flops_speedup": method.predicted_flops_speedup,
+        "notes": method.notes,
+    }
+    if method.kind == "soda":
+        out.update(_soda_figures(method, runs.reports[method.name], profile, step_min))
+    elif method.name in counted:
+        flops, latent, skips = counted[method.name]
+        out.update({"flops": flops, "flops_source": "FlopCounterMode"})
+        out["deterministic"] = out["deterministic"] and torch.equal(latent, samples[0].latent)
+        if skips is not None:
+            out["full_steps"] = skips[1] - skips[0]
+    if baseline:
+        out["speedup_wall"] = baseline["wall_seconds"] / out["wall_seconds"]
+        out["speedup_cpu"] = baseline["cpu_seconds"] / out["cpu_seconds"]
+        out["speedup_wall_step_min"] = baseline["wall_seconds_step_min"] / out["wall_seconds_step_min"]
+        out["flops_speedup"] = baseline["flops"] / out["flops"] if out.get("flops") else None
+        if out["flops_speedup"]:
+            out["wall_over_flops"] = out["speedup_wall"] / out["flops_speedup"]
+        out["fidelity"] = fidelity(latent_format, baseline["latent"], samples[0].latent)
+    return out
+
+
+def run(setting: Setting, built: Built, steps: int) -> dict[str, Any]:
+    """Benchmark ``setting`` at ``steps`` sampling steps; returns the JSON-ready record of this step count."""
+    model, positive, negative = built
+    ctx = Context.create(model, setting, steps, positive, negative)
+    started = time.perf_counter()
+    sample(model, dataclasses.replace(ctx, steps=2))  # warm-up: model load, first-call allocations
+    profile, profile_seconds = _profile(model, ctx, setting, "mean")
+    abs_profile, abs_seconds = _profile(model, ctx, setting, "abs_mean")
+    skipped: list[dict[str, Any]] = []
+    methods = [full_method(model), *soda_methods(setting, model, profile, abs_profile, skipped)]
+    methods += external_methods(setting, model)
+    logger.info("bench: %d methods x %d repeats at %d steps", len(methods), setting.repeats, steps)
+
+    skip_log, counted = SkipLog(), {}
+    logging.getLogger().addHandler(skip_log)
+    try:
+        for method in methods:
+            if method.kind != "soda":
+                skip_log.last = None
+                start = time.perf_counter()
+                flops, latent = count_flops(method.model, ctx)
+                counted[method.name] = (flops, latent, skip_log.last)
+                seconds = time.perf_counter() - start
+                logger.info("bench: FlopCounterMode %-28s %.1f GFLOPs (%.1f s)", method.name, flops / 1e9, seconds)
+        runs = _timed_rounds(methods, ctx, setting.repeats)
+    finally:
+        logging.getLogger().removeHandler(skip_log)
+
+    full_samples = runs.samples[methods[0].name]
+    latent_format = model.model.latent_format
+    baseline_core = {
+        "wall_seconds": _median([s.seconds for s in full_samples]),
+        "cpu_seconds": _median([s.cpu_seconds for s in full_samples]),
+        "wall_seconds_step_min": sum(analysis.min_steps([s.step_seconds for s in full_samples])),
+        "flops": counted[methods[0].name][0],
+        "latent": full_samples[0].latent,
+    }
+    baseline = _figures(methods[0], runs, counted, {}, profile, latent_format)
+    baseline["full_steps"] = steps
+    results = [_figures(m, runs, counted, baseline_core, profile, latent_format) for m in methods[1:]]
+    soda_full = [r["runtime_full_flops"] for r in results if r.get("runtime_full_flops")]
+    baseline["runtime_full_flops"] = soda_full[0] if soda_full else None
+    fit = analysis.step_time_fit([r for r in results if r["kind"] == "soda"])
+    return {
+        "steps": steps,
+        "sampler": ctx.sampler,
+        "scheduler": ctx.scheduler,
+        "cfg": ctx.cfg,
+        "seed": ctx.seed,
+        "repeats": setting.repeats,
+        "latent_shape": list(ctx.latent.shape),
+        "image_tokens": profile.meta.get("image_tokens"),
+        "text_tokens": profile.meta.get("text_tokens"),
+        "profile": {
+            "seconds": profile_seconds,
+            "abs_mean_seconds": abs_seconds,
+            "max_distance": profile.max_distance,
+            "prune_ratios": [round(float(r), 3) for r in profile.prune_ratios],
+            "step_full_gflops": profile.flops.step_full / 1e9,
+        },
+        "baseline": baseline,
+        "methods": results,
+        "skipped": skipped,
+        "step_time_fit": fit,
+        "rss_method": PeakRss.method,
+        "seconds": time.perf_counter() - started,
+    }

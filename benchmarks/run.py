@@ -1,0 +1,111 @@
+"""`make bench`: SODA against full compute, uniform caching, EasyCache and LazyCache, in one command.
+
+    python benchmarks/run.py [--setting flux160m|reference|all] [--quick] [--repeats N] [--targets 1.5,2]
+                             [--out benchmarks/results]
+
+Writes ``<out>/<setting>.json``, ``<out>/<setting>.md`` and PNG plots; logs progress to stderr. ``--quick`` runs a
+tiny Flux in well under a minute (what the test suite runs to keep the harness working).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import env  # noqa: E402
+
+
+logger = logging.getLogger("benchmarks")
+DEFAULT_OUT = env.ROOT / "benchmarks" / "results"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setting", choices=["flux160m", "reference", "all"], default="all")
+    parser.add_argument("--quick", action="store_true", help="tiny Flux, 6 steps, 1 repeat (< 60 s)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per method (default: per setting)")
+    parser.add_argument(
+        "--targets", type=str, default=None, help="comma-separated SODA targets, overriding the setting's"
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    args = parser.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    return args
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger()
+    if not any(getattr(h, "_soda_bench", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        handler._soda_bench = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def run_setting(setting: Any, out: Path, command: str) -> dict[str, Any]:
+    from benchmarks import harness, plots, report
+
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    load_start = env.load_average()
+    logger.info("bench: setting %s: %s", setting.name, setting.description)
+    built = setting.build()
+    result: dict[str, Any] = {
+        "setting": setting.name,
+        "description": setting.description,
+        "random_weights": setting.random_weights,
+        "facts": setting.facts,
+        "command": command,
+        "started": started.isoformat(timespec="seconds"),
+        "hardware": env.hardware(),
+        "load_start": load_start,
+        "runs": [],
+        "plots": [],
+    }
+    for steps in setting.steps:
+        run = harness.run(setting, built, steps)
+        result["runs"].append(run)
+        title = f"{setting.name}, {steps} steps"
+        stem = f"{setting.name}_{steps}steps"
+        result["plots"].append(str(plots.speedup_psnr(run, title, out / f"{stem}_speedup_psnr.png")))
+        schedule_plot = plots.schedules(run, f"SODA schedules: {title}", out / f"{stem}_schedules.png")
+        if schedule_plot is not None:
+            result["plots"].append(str(schedule_plot))
+    result["load_end"] = env.load_average()
+    result["wall_seconds"] = time.perf_counter() - clock
+    result["plots"] = [str(Path(p).relative_to(out)) for p in result["plots"]]
+    report.write_json(result, out / f"{setting.name}.json")
+    report.write_markdown(result, out / f"{setting.name}.md")
+    logger.info("bench: %s done in %.1f min -> %s", setting.name, result["wall_seconds"] / 60, out / setting.name)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    _configure_logging()
+    env.setup()
+    from benchmarks.settings import SETTINGS
+
+    names = ["quick"] if args.quick else (["flux160m", "reference"] if args.setting == "all" else [args.setting])
+    targets = tuple(float(t) for t in args.targets.split(",")) if args.targets else None
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
+    for name in names:
+        setting = SETTINGS[name].with_overrides(args.repeats, targets)
+        run_setting(setting, args.out, command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
