@@ -51,6 +51,7 @@ def sample(
     scheduler: str = "simple",
     denoise: float = 1.0,
     latent: torch.Tensor | None = None,
+    negative_words: int = 3,
 ) -> torch.Tensor:
     import comfy.sample
 
@@ -65,7 +66,7 @@ def sample(
         sampler,
         scheduler,
         conditioning(patcher, 1),
-        conditioning(patcher, 2, words=3),
+        conditioning(patcher, 2, words=negative_words),
         latent,
         denoise=denoise,
         seed=seed,

@@ -116,3 +116,19 @@ def test_layout_mismatch_is_refused(profiled):
     other = tiny_flux(depth_single_blocks=2)
     with pytest.raises(ValueError, match="Profile this model"):
         _patched(other, _plan(profile, 2.0))
+
+
+@pytest.mark.parametrize("negative_words, calls_per_step", [(6, 1), (3, 2)])
+def test_batch_and_cfg_keep_one_cache_per_stream(profiled, negative_words, calls_per_step):
+    """Batch 2 with real CFG. Same-length prompts: cond and uncond go through the model in one batched call;
+    different lengths: in two calls, each with its own cache. Either way the schedule's FLOPs are kept and no reuse
+    step misses its cache."""
+    patcher, profile, _ = profiled
+    soda_plan = _plan(profile, 2.0)
+    model = _patched(patcher, soda_plan)
+    pair = sample(model, steps=STEPS, cfg=3.0, batch=2, negative_words=negative_words)
+    report = _hook(model).reports[-1]
+    assert report.model_calls == calls_per_step * STEPS
+    assert report.cache_misses == 0 and report.partial_modules > 0
+    assert report.flops_ratio == pytest.approx(soda_plan.schedule.predicted_flops_ratio, rel=0.03)
+    assert torch.isfinite(pair).all() and not torch.equal(pair[0], pair[1])
