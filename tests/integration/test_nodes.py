@@ -103,3 +103,21 @@ def test_block_source_change_is_refused(comfy, monkeypatch):
     monkeypatch.setitem(flux.FLUX.known_block_sources, "comfy.ldm.flux.layers.DoubleStreamBlock", frozenset({"0"}))
     with pytest.raises(RuntimeError, match=r"DoubleStreamBlock.forward in ComfyUI 0\.3\.75 differs"):
         prepare(tiny_flux())
+
+
+def test_shipped_profile_serves_the_embedded_model(comfy):
+    """The profile in profiles/ is listed by Load SODA Profile and plans for the embedded reference model."""
+    import folder_paths
+
+    from comfyui_soda.nodes.profile_files import SODA_PROFILES, SODALoadProfile
+    from comfyui_soda.nodes.reference_model import DEFAULT_MODEL, SODALoadReferenceModel
+    from comfyui_soda.nodes.soda import SODAModelPatch, SODAPlanSchedule
+
+    name = "soda_reference_flux_euler_simple_20.safetensors"
+    assert name in folder_paths.get_filename_list(SODA_PROFILES)
+    profile = SODALoadProfile.execute(name).result[0]
+    assert profile.steps == 20 and profile.meta["calibration_runs"] == 4
+    model = SODALoadReferenceModel.execute(DEFAULT_MODEL).result[0]
+    soda_plan = SODAPlanSchedule.execute(profile, 2.0, 1, True).result[0]
+    patched = SODAModelPatch.execute(model, soda_plan).result[0]
+    assert patched.model_options["transformer_options"]["soda"] is not None

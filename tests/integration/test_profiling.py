@@ -91,3 +91,19 @@ def test_memory_bound_is_enforced_before_sampling(comfy):
     patcher = tiny_flux()
     with pytest.raises(ValueError, match="memory_limit_mb"):
         _profile(patcher, memory_limit_mb=0.01)
+
+
+def test_cancel_stops_profiling_and_leaves_nothing_behind(comfy):
+    """ComfyUI's Cancel (interrupt flag) stops profiling at the next step; the model is left as it was."""
+    import comfy.model_management
+
+    patcher = tiny_flux()
+    before = (repr(patcher.model_options), dict(patcher.patches))
+    comfy.model_management.interrupt_current_processing(True)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            _profile(patcher)
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+    assert (repr(patcher.model_options), dict(patcher.patches)) == before
+    assert "soda_run" not in repr(patcher.model_options)
