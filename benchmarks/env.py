@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import sys
@@ -11,49 +10,12 @@ from typing import Any
 
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from comfy_env import comfyui_dir, import_comfy, register_pack  # noqa: E402
 
 
-def register_pack() -> None:
-    """Make the repository importable as the package ``comfyui_soda`` (its folder name is not a Python name)."""
-    if "comfyui_soda" in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(
-        "comfyui_soda", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["comfyui_soda"] = module
-    spec.loader.exec_module(module)
-
-
-def comfyui_dir() -> Path:
-    """$COMFYUI_DIR, else the tree ``scripts/setup_env.sh`` recorded in ``.runtime/comfyui-path``."""
-    if os.environ.get("COMFYUI_DIR"):
-        return Path(os.environ["COMFYUI_DIR"]).resolve()
-    recorded = ROOT / ".runtime" / "comfyui-path"
-    if recorded.exists():
-        return Path(recorded.read_text().strip())
-    return ROOT / ".runtime" / "ComfyUI"
-
-
-def import_comfy() -> None:
-    """``import comfy`` in this process on the CPU, without ComfyUI parsing our command line."""
-    if "comfy.options" in sys.modules:
-        return
-    tree = comfyui_dir()
-    if not (tree / "comfy").is_dir():
-        raise RuntimeError(f"No ComfyUI tree at {tree}. Run `make setup` (or set COMFYUI_DIR) first.")
-    sys.path.insert(0, str(tree))
-    saved_argv = sys.argv
-    sys.argv = ["comfyui-soda-bench", "--cpu"]
-    try:
-        import comfy.options
-
-        comfy.options.enable_args_parsing()
-        import comfy.cli_args  # noqa: F401  (parses --cpu)
-        import comfy.model_management  # noqa: F401
-    finally:
-        sys.argv = saved_argv
+__all__ = ["ROOT", "comfyui_dir", "hardware", "import_comfy", "load_average", "register_pack", "setup"]
 
 
 def setup() -> None:

@@ -27,11 +27,10 @@ from types import TracebackType
 from typing import IO, Any, cast
 
 import aiohttp
+from comfy_env import ROOT, comfyui_dir  # scripts/ is on sys.path for every caller
 
 
 logger = logging.getLogger("comfy_server")
-
-ROOT = Path(__file__).resolve().parents[1]
 PACK_DIR_NAME = "comfyui-soda"
 START_TIMEOUT_S = 180.0
 LOG_TAIL_LINES = 60
@@ -39,16 +38,6 @@ LOG_TAIL_LINES = 60
 
 class ComfyServerError(RuntimeError):
     """The server failed to start, rejected a prompt, or a prompt failed while executing."""
-
-
-def comfyui_dir() -> Path:
-    """The ComfyUI tree: $COMFYUI_DIR, else the one recorded by scripts/setup_env.sh."""
-    if os.environ.get("COMFYUI_DIR"):
-        return Path(os.environ["COMFYUI_DIR"]).resolve()
-    recorded = ROOT / ".runtime" / "comfyui-path"
-    if recorded.exists():
-        return Path(recorded.read_text().strip())
-    return ROOT / ".runtime" / "ComfyUI"
 
 
 def venv_python() -> Path:

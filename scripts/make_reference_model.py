@@ -13,16 +13,15 @@ Usage: .venv/bin/python scripts/make_reference_model.py [--comfy <ComfyUI tree>]
 
 import argparse
 import hashlib
-import importlib.util
 import json
-import os
 import struct
 import sys
 from pathlib import Path
 from typing import Any
 
+from comfy_env import ROOT, comfyui_dir, import_comfy, register_pack
 
-ROOT = Path(__file__).resolve().parents[1]
+
 DEFAULT_OUT = ROOT / "models" / "soda_reference_flux.safetensors"
 MAX_BYTES = 25 * 1000 * 1000
 SEED = 0
@@ -50,47 +49,6 @@ DESCRIPTION = (
     f"seeded random weights (seed {SEED}), not trained. Built by scripts/make_reference_model.py with ComfyUI's "
     "comfy.supported_models.Flux; for exercising SODA profiling, scheduling and caching on CPU."
 )
-
-
-def comfyui_dir(explicit: str | None) -> Path:
-    """The ComfyUI tree: --comfy, else $COMFYUI_DIR, else the one scripts/setup_env.sh recorded."""
-    if explicit:
-        return Path(explicit).resolve()
-    if os.environ.get("COMFYUI_DIR"):
-        return Path(os.environ["COMFYUI_DIR"]).resolve()
-    recorded = ROOT / ".runtime" / "comfyui-path"
-    if recorded.exists():
-        return Path(recorded.read_text().strip())
-    return ROOT / ".runtime" / "ComfyUI"
-
-
-def import_comfy(tree: Path) -> None:
-    """Make ``import comfy`` work in this process on the CPU, the way ComfyUI's own scripts do."""
-    if not (tree / "comfy").is_dir():
-        sys.exit(f"No ComfyUI tree at {tree}: run `make setup`, or pass --comfy / set COMFYUI_DIR.")
-    sys.path.insert(0, str(tree))
-    saved_argv = sys.argv
-    sys.argv = [saved_argv[0], "--cpu"]
-    try:
-        import comfy.options
-
-        comfy.options.enable_args_parsing()
-        import comfy.cli_args  # noqa: F401  (parses --cpu)
-    finally:
-        sys.argv = saved_argv
-
-
-def import_pack() -> None:
-    """Register the repository as package ``comfyui_soda`` (its folder name is not importable)."""
-    if "comfyui_soda" in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(
-        "comfyui_soda", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["comfyui_soda"] = module
-    spec.loader.exec_module(module)
 
 
 def build_state_dict() -> dict[str, Any]:
@@ -144,8 +102,8 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only verify that --out equals a fresh build")
     args = parser.parse_args()
 
-    import_comfy(comfyui_dir(args.comfy))
-    import_pack()
+    import_comfy(Path(args.comfy).resolve() if args.comfy else comfyui_dir())
+    register_pack()
     state_dict = build_state_dict()
     data = serialize(state_dict)
     # Build twice: the file must not depend on anything but the code (no time stamps, no hash-map order).

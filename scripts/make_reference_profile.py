@@ -9,14 +9,8 @@ and pruning errors; prompt "a red circle above a blue square on a white backgrou
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-import conftest  # noqa: E402  (registers the pack as comfyui_soda and knows where ComfyUI is)
+from comfy_env import ROOT, import_comfy, register_pack
 
 
 OUT = ROOT / "profiles" / "soda_reference_flux_euler_simple_20.safetensors"
@@ -24,7 +18,8 @@ OUT = ROOT / "profiles" / "soda_reference_flux_euler_simple_20.safetensors"
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    conftest.import_comfy()
+    register_pack()
+    import_comfy()
     import torch
 
     from comfyui_soda.nodes.profiling import SamplingSettings, profile_model

@@ -9,8 +9,6 @@ the second time (no ``executing`` messages, empty timings), so tests that time o
 """
 
 import asyncio
-import importlib.util
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -24,19 +22,9 @@ PACK_MARKERS = ("comfyui-soda", "comfyui_soda")
 LOAD_ERROR_MARKERS = ("IMPORT FAILED", "Cannot import", "Error while calling comfy_entrypoint", "could not be loaded")
 
 
-def _load_comfy_server() -> ModuleType:
-    """scripts/ is not a package: load scripts/comfy_server.py under its own name (as scripts/demo.py sees it)."""
-    if "comfy_server" in sys.modules:
-        return sys.modules["comfy_server"]
-    spec = importlib.util.spec_from_file_location("comfy_server", ROOT / "scripts" / "comfy_server.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["comfy_server"] = module
-    spec.loader.exec_module(module)
-    return module
+import comfy_server as comfy_server_lib  # noqa: E402  (scripts/ is on sys.path, see tests/conftest.py)
 
 
-comfy_server_lib = _load_comfy_server()
 ComfyServer = comfy_server_lib.ComfyServer
 ComfyServerError = comfy_server_lib.ComfyServerError
 

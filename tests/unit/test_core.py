@@ -31,7 +31,11 @@ def test_soda_core_never_imports_comfy():
             assert not any(n == "comfy" or n.startswith(("comfy.", "comfy_", "folder_paths")) for n in names), path
     code = "import sys, comfyui_soda.soda_core.api, comfyui_soda.soda_core.adapters; print(sorted(m for m in sys.modules if m.split('.')[0] in ('comfy', 'comfy_api', 'folder_paths')))"
     out = subprocess.run(
-        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import conftest; {code}"],
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import comfy_env; comfy_env.register_pack(); {code}",
+        ],
         capture_output=True,
         text=True,
         check=True,
