@@ -64,8 +64,7 @@ def schedules(run: dict[str, Any], title: str, path: Path) -> Path | None:
         anchors[i, m["anchors"]] = True
     shown = np.ma.masked_array(grid, mask=anchors)  # anchors drawn in the "bad" colour
     top = max(float(grid[~anchors].max()) if (~anchors).any() else 0.0, 0.01)
-    cmap = plt.get_cmap("Blues").copy()
-    cmap.set_bad("tab:orange")
+    cmap = plt.get_cmap("Blues").with_extremes(bad="tab:orange")
     fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * steps + 3.5), 0.38 * len(rows) + 1.6))
     image = ax.imshow(shown, aspect="auto", cmap=cmap, vmin=0.0, vmax=top, interpolation="nearest")
     for i, m in enumerate(rows):

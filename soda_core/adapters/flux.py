@@ -18,6 +18,7 @@ With both modules computed the fused path is kept, so the output is bit-exact; t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -180,20 +181,29 @@ class FluxSingleBlock:
         options = args.get("transformer_options", {})
         mod = block.modulation(vec)[0] if block.modulation else vec
         h, heads = block.hidden_size, block.num_heads
-        x_mod = step.ops["apply_mod"](block.pre_norm(x), (1 + mod.scale), mod.shift, None)  # (B, N, C)
-        w1, b1 = step.ops["linear_weights"](block.linear1, x_mod)  # (3C + M1, C): [q; k; v; mlp_in]
-        w2, b2 = step.ops["linear_weights"](block.linear2, x_mod)  # (C, C + M2): [attn | mlp]
+
+        @functools.cache
+        def x_mod() -> Tensor:  # (B, N, C); not needed at all when both modules are reused
+            return step.ops["apply_mod"](block.pre_norm(x), (1 + mod.scale), mod.shift, None)  # type: ignore[no-any-return]
+
+        @functools.cache
+        def weights() -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+            w1, b1 = step.ops["linear_weights"](block.linear1, x_mod())  # (3C + M1, C): [q; k; v; mlp_in]
+            w2, b2 = step.ops["linear_weights"](block.linear2, x_mod())  # (C, C + M2): [attn | mlp]
+            return w1, b1, w2, b2
 
         def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
             q, k = block.norm(q, k, v)
             return step.ops["attention"](q, k, v, pe=pe, mask=args.get("attn_mask"), transformer_options=options)  # type: ignore[no-any-return]
 
         def attn_full(inputs: Sequence[Tensor]) -> Tensor:
+            w1, b1, w2, _ = weights()
             qkv = F.linear(inputs[0], w1[: 3 * h], None if b1 is None else b1[: 3 * h])  # (B, N, 3C)
             q, k, v = qkv.view(qkv.shape[0], qkv.shape[1], 3, heads, -1).permute(2, 0, 3, 1, 4)
             return F.linear(attention(q, k, v), w2[:, :h])  # (B, N, C)
 
         def attn_partial(inputs: Sequence[Tensor], positions: Tensor) -> Tensor:
+            w1, b1, w2, _ = weights()
             kv = F.linear(inputs[0], w1[h : 3 * h], None if b1 is None else b1[h : 3 * h])  # (B, N, 2C)
             k, v = (_heads(t, heads) for t in kv.chunk(2, -1))
             q = _heads(F.linear(inputs[0][:, positions], w1[:h], None if b1 is None else b1[:h]), heads)
@@ -201,16 +211,17 @@ class FluxSingleBlock:
             return F.linear(_partial_attention(step, q, k, v, pe, positions, args), w2[:, :h])  # (B, n, C)
 
         def mlp(rows: Tensor) -> Tensor:
+            w1, b1, w2, b2 = weights()
             hidden = F.linear(rows, w1[3 * h :], None if b1 is None else b1[3 * h :])  # (B, n, M1)
             return F.linear(block.mlp_act(hidden), w2[:, h:], b2)  # (B, n, C)
 
         if step.ratios["attn"] >= 1.0 and step.ratios["mlp"] >= 1.0:
-            out, attn = self._fused(block, x_mod, attention)
+            out, attn = self._fused(block, x_mod(), attention)
             if step.record or step.observe is not None:
-                self._split(step, out, F.linear(attn, w2[:, :h]), x_mod)
+                self._split(step, out, F.linear(attn, weights()[2][:, :h]), x_mod())
         else:
-            d_attn = step.module("attn", lambda: (x_mod,), attn_full, attn_partial)
-            d_mlp = step.module("mlp", lambda: (x_mod,), lambda i: mlp(i[0]), lambda i, p: mlp(i[0][:, p]))
+            d_attn = step.module("attn", lambda: (x_mod(),), attn_full, attn_partial)
+            d_mlp = step.module("mlp", lambda: (x_mod(),), lambda i: mlp(i[0]), lambda i, p: mlp(i[0][:, p]))
             out = d_attn + d_mlp
         x = x + step.ops["apply_mod"](out, mod.gate, None, None)
         if x.dtype == torch.float16:
