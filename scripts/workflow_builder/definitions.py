@@ -1,0 +1,388 @@
+"""The shared workflows, defined once each: ``soda_quickstart`` (the bundled reference model, any CPU) and
+``soda_flux_dev`` (Flux.1-dev). ``WORKFLOWS`` lists them; scripts/build_workflows.py writes both formats of each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .graph import Group, Node, Workflow
+
+
+COLUMN_1_WIDTH = 380  # group 1 (model and prompt): wide enough for model file names
+
+
+QUICKSTART_NOTE = """\
+SODA quick start: runs on any computer, nothing to download.
+
+What this graph does
+1. Model and prompt. Loads the small reference model that ships with the pack: a Flux-shaped transformer with \
+random weights. Its pictures are abstract patterns, not art; it is here to show the mechanics, the speed-up and the \
+fidelity numbers on any CPU. The text encoder is a stand-in that needs no CLIP or T5.
+2. SODA: profile -> plan -> patch. "Profile Sensitivity" samples once at full compute and measures, for every \
+step and every attention and MLP module, how much the result would change if that module's output were reused from \
+an earlier step. "Plan SODA Schedule" turns that profile into a schedule for the speed-up you ask for \
+(target_speedup 2.0 = half the transformer work). "SODA Model Patch" returns a copy of the model that follows the \
+schedule. The sensitivity heatmap and the plan are saved as images; the text box shows the plan's summary.
+3. Sample. Two ordinary KSamplers with identical settings and the same seed: "Full compute KSampler" on the \
+original model, "SODA KSampler" on the patched one.
+4. Compare. PSNR and SSIM of the SODA image against the full-compute image (higher is closer; identical images \
+give PSNR inf).
+
+How to use it
+Queue it once. Profiling runs first; it samples once and measures every module at every step, so it takes a few \
+times longer than a plain sampling run. As long as the model, prompt and sampler settings stay the same, ComfyUI keeps the profile, so you can change target_speedup and queue again to try other \
+speeds: only the SODA branch runs again.
+Keep the sampler settings (steps, sampler, scheduler, cfg) of Profile Sensitivity and the two KSamplers \
+identical: a profile describes the steps it was measured on.
+
+With your own Flux model
+Open the "soda_flux_dev" workflow from the templates (comfyui-soda), or change this graph: replace "Load SODA \
+Reference Model" by "Load Diffusion Model" (flux1-dev.safetensors), each "SODA Reference Text Encode" by a "CLIP Text \
+Encode" fed by "DualCLIPLoader" (clip_l + t5xxl, type flux) with "FluxGuidance" 3.5 on the positive prompt, and each \
+"SODA Latent Preview Decode" by "VAE Decode" with ae.safetensors. Profile once per model, image size and sampler \
+setting; save the profile with "Save SODA Profile" to skip profiling next time.
+"""
+
+FLUX_DEV_NOTE = """\
+SODA on Flux.1-dev
+
+Files this workflow needs (ComfyUI offers the downloads when they are missing):
+  models/diffusion_models/flux1-dev.safetensors
+  models/text_encoders/clip_l.safetensors
+  models/text_encoders/t5xxl_fp16.safetensors
+  models/vae/ae.safetensors
+
+What this graph does
+1. Model and prompt: the usual Flux.1-dev text-to-image set-up (FluxGuidance 3.5, cfg 1.0, 20 steps euler/simple, \
+1024x1024).
+2. SODA: "Profile Sensitivity" samples once at full compute and measures how much every attention and MLP module \
+changes from step to step; "Plan SODA Schedule" picks the steps to compute fully and what to reuse for the speed-up \
+you ask for (target_speedup 2.0 = half the transformer work); "SODA Model Patch" returns a copy of the model that \
+follows the schedule.
+3. Sample: "Full compute KSampler" on the original model and "SODA KSampler" on the patched one, same settings and \
+seed.
+4. Compare: PSNR and SSIM of the SODA image against the full-compute one.
+
+Profiling samples once and measures every module at every step, so it takes longer than a plain sampling run. Keep \
+the model, prompt, size and sampler settings unchanged and ComfyUI keeps the profile: change target_speedup and queue again. "Save SODA Profile" stores a profile to reuse in later sessions.
+
+Memory: profiling keeps the last max_distance (8) outputs of every attention and MLP module in system RAM. At \
+1024x1024 that is about 25 GB, so memory_limit_mb is raised to 28000 here. With less free RAM, lower max_distance \
+on Profile Sensitivity (4 needs about half). Above the limit, profiling stops with a message at its first step \
+instead of running out of memory.
+"""
+
+QUICKSTART_PROMPT = "a red circle above a blue square on a white background"
+FLUX_PROMPT = (
+    "a red fox sitting in fresh snow at the edge of a pine forest at sunrise, soft golden light, detailed fur, "
+    "shallow depth of field"
+)
+SAMPLING = {"seed": 0, "steps": 20, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}
+
+FLUX_MODELS = {
+    "unet": {
+        "name": "flux1-dev.safetensors",
+        "url": "https://huggingface.co/Comfy-Org/flux1-dev/resolve/main/flux1-dev.safetensors",
+        "directory": "diffusion_models",
+    },
+    "clip_l": {
+        "name": "clip_l.safetensors",
+        "url": "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors",
+        "directory": "text_encoders",
+    },
+    "t5": {
+        "name": "t5xxl_fp16.safetensors",
+        "url": "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors",
+        "directory": "text_encoders",
+    },
+    "vae": {
+        "name": "ae.safetensors",
+        "url": "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors",
+        "directory": "vae",
+    },
+}
+
+
+def soda_and_compare_nodes(
+    prefix: str,
+    model: tuple[str, str],
+    positive: tuple[str, str],
+    negative: tuple[str, str],
+    latent: tuple[str, str],
+    decoder: str,
+    decoder_links: dict[str, tuple[str, str]],
+    profile_widgets: dict[str, Any] | None = None,
+) -> list[Node]:
+    """Groups 2-4, shared by both workflows: profile -> plan -> patch, two samplers, decode, save, compare."""
+    sampler_links = {"positive": positive, "negative": negative, "latent_image": latent}
+    decode_out = "IMAGE"
+    return [
+        # 2. SODA: profile -> plan -> patch
+        Node(
+            "profile",
+            "SODAProfileSensitivity",
+            (440, 0),
+            title="Profile Sensitivity",
+            links={"model": model, **sampler_links},
+            widgets={**SAMPLING, "operations": "cache and prune", "granularity": "module", **(profile_widgets or {})},
+            size=(340, 406),
+        ),
+        Node(
+            "plan",
+            "SODAPlanSchedule",
+            (440, 470),
+            title="Plan SODA Schedule",
+            links={"profile": ("profile", "profile")},
+            widgets={"target_speedup": 2.0, "min_full_steps": 1, "pruning": True},
+            size=(340, 266),
+        ),
+        Node(
+            "patch",
+            "SODAModelPatch",
+            (440, 800),
+            links={"model": model, "schedule": ("plan", "schedule")},
+            size=(340, 46),
+        ),
+        Node(
+            "save_heatmap",
+            "SaveImage",
+            (820, 0),
+            title="Save sensitivity heatmap",
+            links={"images": ("profile", "heatmap")},
+            widgets={"filename_prefix": f"{prefix}/heatmap"},
+            size=(340, 310),
+        ),
+        Node(
+            "save_plan",
+            "SaveImage",
+            (820, 360),
+            title="Save schedule plot",
+            links={"images": ("plan", "plan")},
+            widgets={"filename_prefix": f"{prefix}/plan"},
+            size=(340, 300),
+        ),
+        Node(
+            "summary",
+            "PreviewAny",
+            (820, 720),
+            title="Plan summary",
+            links={"source": ("plan", "summary")},
+            size=(340, 126),
+        ),
+        # 3. Sample: SODA vs full compute
+        Node(
+            "full_sampler",
+            "KSampler",
+            (1240, 0),
+            title="Full compute KSampler",
+            links={"model": model, **sampler_links},
+            widgets=dict(SAMPLING),
+            size=(320, 262),
+        ),
+        Node(
+            "soda_sampler",
+            "KSampler",
+            (1240, 460),
+            title="SODA KSampler",
+            links={"model": ("patch", "MODEL"), **sampler_links},
+            widgets=dict(SAMPLING),
+            size=(320, 262),
+        ),
+        Node(
+            "decode_full",
+            decoder,
+            (1240, 310),
+            title="Decode: full compute",
+            links={"samples": ("full_sampler", "LATENT"), **decoder_links},
+            size=(320, 78),
+        ),
+        Node(
+            "decode_soda",
+            decoder,
+            (1240, 770),
+            title="Decode: SODA",
+            links={"samples": ("soda_sampler", "LATENT"), **decoder_links},
+            size=(320, 78),
+        ),
+        Node(
+            "save_full",
+            "SaveImage",
+            (1600, 0),
+            title="Save full compute",
+            links={"images": ("decode_full", decode_out)},
+            widgets={"filename_prefix": f"{prefix}/full"},
+            size=(340, 388),
+        ),
+        Node(
+            "save_soda",
+            "SaveImage",
+            (1600, 460),
+            title="Save SODA",
+            links={"images": ("decode_soda", decode_out)},
+            widgets={"filename_prefix": f"{prefix}/soda"},
+            size=(340, 388),
+        ),
+        # 4. Compare
+        Node(
+            "compare",
+            "SODACompareImages",
+            (1240, 1010),
+            title="Compare: SODA vs full",
+            links={"reference": ("decode_full", decode_out), "candidate": ("decode_soda", decode_out)},
+            size=(320, 66),
+        ),
+        Node(
+            "report",
+            "PreviewAny",
+            (1600, 1010),
+            title="Fidelity report",
+            links={"source": ("compare", "report")},
+            size=(340, 160),
+        ),
+    ]
+
+
+SODA_GROUPS = [
+    Group("2. SODA: profile → plan → patch", ["profile", "plan", "patch", "save_heatmap", "save_plan", "summary"]),
+    Group(
+        "3. Sample: SODA vs full compute",
+        ["full_sampler", "soda_sampler", "decode_full", "decode_soda", "save_full", "save_soda"],
+    ),
+    Group("4. Compare", ["compare", "report"]),
+]
+
+
+def quickstart() -> Workflow:
+    model = ("model", "MODEL")
+    nodes = [
+        Node(
+            "model",
+            "SODALoadReferenceModel",
+            (0, 0),
+            widgets={"model_name": "soda_reference_flux.safetensors"},
+            size=(COLUMN_1_WIDTH, 58),
+        ),
+        Node(
+            "positive",
+            "SODAReferenceTextEncode",
+            (0, 130),
+            title="Positive prompt",
+            links={"model": model},
+            widgets={"text": QUICKSTART_PROMPT},
+            size=(COLUMN_1_WIDTH, 160),
+        ),
+        Node(
+            "negative",
+            "SODAReferenceTextEncode",
+            (0, 350),
+            title="Negative prompt",
+            links={"model": model},
+            widgets={"text": ""},
+            size=(COLUMN_1_WIDTH, 120),
+        ),
+        Node(
+            "latent",
+            "EmptySD3LatentImage",
+            (0, 530),
+            title="Empty latent (512x512 px = 64x64 latent)",
+            widgets={"width": 512, "height": 512, "batch_size": 1},
+            size=(COLUMN_1_WIDTH, 106),
+        ),
+        *soda_and_compare_nodes(
+            "soda_quickstart",
+            model,
+            ("positive", "CONDITIONING"),
+            ("negative", "CONDITIONING"),
+            ("latent", "LATENT"),
+            decoder="SODALatentToImage",
+            decoder_links={"model": model},
+        ),
+    ]
+    groups = [Group("1. Model and prompt", ["model", "positive", "negative", "latent"]), *SODA_GROUPS]
+    return Workflow("soda_quickstart", nodes, groups, QUICKSTART_NOTE, note_pos=(-560, 0), note_size=(520, 900))
+
+
+def flux_dev() -> Workflow:
+    model = ("model", "MODEL")
+    nodes = [
+        Node(
+            "model",
+            "UNETLoader",
+            (0, 0),
+            title="Load Diffusion Model (Flux.1-dev)",
+            widgets={"unet_name": FLUX_MODELS["unet"]["name"], "weight_dtype": "default"},
+            size=(COLUMN_1_WIDTH, 82),
+            models=[FLUX_MODELS["unet"]],
+        ),
+        Node(
+            "clip",
+            "DualCLIPLoader",
+            (0, 130),
+            widgets={
+                "clip_name1": FLUX_MODELS["clip_l"]["name"],
+                "clip_name2": FLUX_MODELS["t5"]["name"],
+                "type": "flux",
+            },
+            size=(COLUMN_1_WIDTH, 130),
+            models=[FLUX_MODELS["clip_l"], FLUX_MODELS["t5"]],
+        ),
+        Node(
+            "vae",
+            "VAELoader",
+            (0, 310),
+            widgets={"vae_name": FLUX_MODELS["vae"]["name"]},
+            size=(COLUMN_1_WIDTH, 58),
+            models=[FLUX_MODELS["vae"]],
+        ),
+        Node(
+            "positive_text",
+            "CLIPTextEncode",
+            (0, 420),
+            title="Positive prompt",
+            links={"clip": ("clip", "CLIP")},
+            widgets={"text": FLUX_PROMPT},
+            size=(COLUMN_1_WIDTH, 160),
+        ),
+        Node(
+            "guidance",
+            "FluxGuidance",
+            (0, 640),
+            links={"conditioning": ("positive_text", "CONDITIONING")},
+            widgets={"guidance": 3.5},
+            size=(COLUMN_1_WIDTH, 58),
+        ),
+        Node(
+            "negative",
+            "CLIPTextEncode",
+            (0, 760),
+            title="Negative prompt (unused at cfg 1.0)",
+            links={"clip": ("clip", "CLIP")},
+            widgets={"text": ""},
+            size=(COLUMN_1_WIDTH, 120),
+        ),
+        Node(
+            "latent",
+            "EmptySD3LatentImage",
+            (0, 940),
+            widgets={"width": 1024, "height": 1024, "batch_size": 1},
+            size=(COLUMN_1_WIDTH, 106),
+        ),
+        *soda_and_compare_nodes(
+            "soda_flux_dev",
+            model,
+            ("guidance", "CONDITIONING"),
+            ("negative", "CONDITIONING"),
+            ("latent", "LATENT"),
+            decoder="VAEDecode",
+            decoder_links={"vae": ("vae", "VAE")},
+            profile_widgets={"memory_limit_mb": 28000.0},
+        ),
+    ]
+    groups = [
+        Group("1. Model and prompt", ["model", "clip", "vae", "positive_text", "guidance", "negative", "latent"]),
+        *SODA_GROUPS,
+    ]
+    return Workflow("soda_flux_dev", nodes, groups, FLUX_DEV_NOTE, note_pos=(-560, 0), note_size=(520, 900))
+
+
+WORKFLOWS = (quickstart, flux_dev)
