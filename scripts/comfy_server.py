@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import IO, Any, cast
 
 import aiohttp
+
 from comfy_env import ROOT, comfyui_dir  # scripts/ is on sys.path for every caller
 
 

@@ -132,3 +132,36 @@ def test_batch_and_cfg_keep_one_cache_per_stream(profiled, negative_words, calls
     assert report.cache_misses == 0 and report.partial_modules > 0
     assert report.flops_ratio == pytest.approx(soda_plan.schedule.predicted_flops_ratio, rel=0.03)
     assert torch.isfinite(pair).all() and not torch.equal(pair[0], pair[1])
+
+
+def test_ksampler_advanced_and_sampler_custom_advanced_use_the_patch(profiled):
+    """The patched MODEL works in ComfyUI's other sampler nodes: each run goes through SODA's OUTER_SAMPLE hook,
+    saves FLOPs, and a KSamplerAdvanced run over the whole schedule equals plain sampling with the same patch."""
+    from comfy_extras.nodes_custom_sampler import (
+        BasicScheduler,
+        CFGGuider,
+        KSamplerSelect,
+        RandomNoise,
+        SamplerCustomAdvanced,
+    )
+
+    import nodes as comfy_nodes
+
+    patcher, profile, _ = profiled
+    model = _patched(patcher, _plan(profile, 2.0))
+    positive, negative = conditioning(patcher, 1), conditioning(patcher, 2, words=3)
+    latent = {"samples": torch.zeros(1, 16, 16, 16)}
+    reports = _hook(model).reports
+
+    (advanced,) = comfy_nodes.KSamplerAdvanced().sample(
+        model, "enable", 0, STEPS, 1.0, "euler", "simple", positive, negative, latent, 0, 10000, "disable"
+    )
+    assert reports[-1].flops_ratio > 1.8 and reports[-1].cache_misses == 0
+    assert torch.equal(advanced["samples"], sample(model, steps=STEPS))
+
+    guider = CFGGuider.execute(model, positive, negative, 1.0).result[0]
+    sigmas = BasicScheduler.execute(model, "simple", STEPS, 1.0).result[0]
+    sampler = KSamplerSelect.execute("euler").result[0]
+    out = SamplerCustomAdvanced.execute(RandomNoise.execute(0).result[0], guider, sampler, sigmas, latent).result[0]
+    assert reports[-1].flops_ratio > 1.8 and reports[-1].steps == STEPS
+    assert torch.isfinite(out["samples"]).all()
