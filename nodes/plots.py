@@ -43,17 +43,18 @@ def sensitivity_heatmap(profile: SensitivityProfile, title: str) -> tuple[torch.
     plt = _pyplot()
     panels: dict[str, np.ndarray] = {}
     for m, module in enumerate(profile.layout.modules):
-        panels[f"cache {module}"] = profile.cache_error[:, :, m, 0].nan_to_num(0).numpy()
+        panels[f"cache {module}"] = profile.cache_error[:, :, m, 0].numpy()  # NaN at step 0: nothing to reuse
         if profile.has_prune_error:
             half = int(torch.argmin((profile.prune_ratios - 0.5).abs()))
-            panels[f"prune {module}"] = profile.prune_error[:, :, m, 0, half].nan_to_num(0).clamp(max=1e3).numpy()
+            panels[f"prune {module}"] = profile.prune_error[:, :, m, 0, half].clamp(max=1e3).numpy()
     cols = profile.layout.num_modules
     rows = len(panels) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows + 0.6), squeeze=False, layout="constrained")
-    vmax = max(float(np.max(p)) for p in panels.values()) or 1.0
+    vmax = max(float(np.nanmax(p)) for p in panels.values()) or 1.0
+    cmap = plt.get_cmap("magma").with_extremes(bad="#d0d7de")  # undefined (first step) in grey, not as "no error"
     image = None
     for ax, (name, data) in zip(axes.T.flatten() if rows > 1 else axes.flatten(), panels.items(), strict=True):
-        image = ax.imshow(data.T, aspect="auto", origin="lower", cmap="magma", vmin=0.0, vmax=vmax)
+        image = ax.imshow(np.ma.masked_invalid(data.T), aspect="auto", origin="lower", cmap=cmap, vmin=0.0, vmax=vmax)
         ratio = "" if name.startswith("cache") else " (50% recomputed)"
         ax.set_title(f"{name}{ratio}, reuse distance 1", fontsize=9)
         ax.set_xlabel("sampling step (noisy → clean)")
