@@ -135,6 +135,7 @@ def _apply_model(
     run: SodaRun | None = options.get(RUN_KEY)
     if run is not None:
         stream = tuple(int(c) for c in options.get("cond_or_uncond", ()))
+        # the one host read of a device value per model call: the step is decided in Python from the sigma
         run.begin_call(executor.class_obj.diffusion_model, x, float(t.flatten()[0]), c_crossattn, stream)
     return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
 

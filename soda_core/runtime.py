@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,16 +29,20 @@ Stream = tuple[int, ...]
 StepObserver = Callable[[int, int, str, Stream, Tensor, Tensor, TokenLayout], None]
 
 
-def step_of_sigma(sigmas: Tensor, sigma: float) -> int:
-    """Index of the sampling step whose interval [sigma_{i+1}, sigma_i] holds ``sigma``.
+def step_of_sigma(sigmas: Sequence[float], sigma: float) -> int:
+    """Index of the sampling step whose interval [sigma_{i+1}, sigma_i] holds ``sigma``; ``sigmas`` is the run's
+    decreasing grid (T+1 values, plain floats so the lookup touches no tensor).
 
     Samplers that call the model between two sigmas (Heun, DPM-2) get the step that interval belongs to; a call at
     exactly sigma_i belongs to step i.
     """
-    grid = sigmas[:-1]
-    tolerance = 1e-5 * max(1.0, abs(sigma))
-    at_or_above = (grid >= sigma - tolerance).nonzero()
-    return int(at_or_above[-1]) if at_or_above.numel() else 0
+    threshold = sigma - 1e-5 * max(1.0, abs(sigma))
+    step = 0
+    for i, value in enumerate(sigmas[:-1]):
+        if value < threshold:
+            break
+        step = i
+    return step
 
 
 @dataclass
@@ -89,6 +93,7 @@ class SodaRun:
         # per step and layer: {module: recompute ratio}, read once here instead of indexing tensors per block call
         modules = schedule.layout.modules
         self._ratios = [[dict(zip(modules, row, strict=True)) for row in step] for step in schedule.recompute.tolist()]
+        self._sigmas = schedule.sigmas.tolist()
         self._distance = [schedule.distance(t) for t in range(schedule.steps)]
         self._records = [schedule.needs_cache_after(t) for t in range(schedule.steps)]
         self.report = RunReport(steps=schedule.steps)
@@ -108,7 +113,7 @@ class SodaRun:
         self, diffusion_model: torch.nn.Module, x: Tensor, sigma: float, context: Tensor | None, stream: Stream
     ) -> None:
         """A model call starts: find its step, its CFG stream and its token layout; count the non-block FLOPs."""
-        self.step = step_of_sigma(self.schedule.sigmas, sigma)
+        self.step = step_of_sigma(self._sigmas, sigma)
         self.stream = (*stream, x.shape[0])
         patch = int(getattr(diffusion_model, self.adapter.patch_size_attr, 1))
         text = int(context.shape[1]) if context is not None else 0

@@ -18,18 +18,14 @@ import json
 import shutil
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e.conftest import API_DIR, PACK_DIR_NAME, ROOT, WORKFLOWS_DIR
 
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
-WORKFLOWS_DIR = ROOT / "workflows"
-API_DIR = WORKFLOWS_DIR / "api"
-PACK_DIR_NAME = "comfyui-soda"
 UI_WORKFLOWS = sorted(path.stem for path in WORKFLOWS_DIR.glob("*.json"))
 SCREENSHOT_WORKFLOW = "soda_quickstart"
 ARTIFACT = ROOT / "tests" / "artifacts" / "quickstart_graph.png"

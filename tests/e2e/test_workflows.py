@@ -16,13 +16,11 @@ from typing import Any
 
 import pytest
 
+from e2e.conftest import API_DIR, PACK_DIR_NAME, ROOT, WORKFLOWS_DIR
+
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-WORKFLOWS_DIR = ROOT / "workflows"
-API_DIR = WORKFLOWS_DIR / "api"
-PACK_DIR_NAME = "comfyui-soda"
 API_WORKFLOWS = sorted(path.stem for path in API_DIR.glob("*.json"))
 UI_WORKFLOWS = sorted(path.stem for path in WORKFLOWS_DIR.glob("*.json"))
 # Workflows on the embedded reference model: they must run here, never fall back to validation only.

@@ -112,7 +112,7 @@ def test_schedule_json_round_trip_and_validation():
 
 
 def test_step_of_sigma_maps_calls_between_sigmas_to_their_step():
-    sigmas = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0], dtype=torch.float64)
+    sigmas = [1.0, 0.75, 0.5, 0.25, 0.0]
     assert [step_of_sigma(sigmas, s) for s in (1.0, 0.75, 0.5, 0.25)] == [0, 1, 2, 3]
     assert step_of_sigma(sigmas, 0.6) == 1  # a Heun/DPM-2 midpoint belongs to the step it refines
     assert step_of_sigma(sigmas, 0.75 * (1 + 1e-7)) == 1
