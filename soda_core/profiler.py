@@ -7,7 +7,7 @@ outputs of the same module k = 1..K steps earlier, which a ring buffer keeps:
   * pruning error  E_p(t, l, m, k, r) = 1 - cos(M_r D[t] + (1 - M_r) D[t-k], D[t])
 
 where M_r selects the text and reference tokens plus the top ``r`` share of image tokens, ranked by the score of
-the module input at step t. A partial recompute at step t gives *exactly* D[t] on the selected tokens: the MLP is
+the module input at step t (per sample; the cond and uncond rows of a sample share one ranking). A partial recompute at step t gives *exactly* D[t] on the selected tokens: the MLP is
 token-wise, and for attention the selected queries attend to the keys and values of every current token, so each
 selected row of the attention output is the full computation's row. E_p therefore needs no extra forward pass: it
 is this mix. (It would not hold if keys and values were pruned too; SODA never does that.)
@@ -182,7 +182,7 @@ class _TokenStats:
     norms: Tensor  # (B, N) |D_t[token]|^2, float64
     total: Tensor  # (B,) |D_t|^2
     fixed: Tensor  # (B,) |D_t|^2 over text and reference tokens (always recomputed)
-    order: Tensor | None  # (N_img,) joint positions of the image tokens, most sensitive first
+    order: Tensor | None  # (B, N_img) joint positions of each row's image tokens, most sensitive first
     prefix_norms: Tensor  # (B, N_img + 1) |D_t|^2 over the top-j image tokens
 
     @classmethod
@@ -197,4 +197,4 @@ class _TokenStats:
     def prefix(self, x: Tensor) -> Tensor:
         """(B, N) -> (B, N_img + 1): sums of ``x`` over the top-j image tokens, j = 0..N_img."""
         assert self.order is not None
-        return torch.nn.functional.pad(x[:, self.order].cumsum(-1), (1, 0))
+        return torch.nn.functional.pad(x.gather(1, self.order).cumsum(-1), (1, 0))

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
 Stream = tuple[int, ...]
-# (step, layer, module, stream, output (B, N, C), scores (N,), token layout)
+# (step, layer, module, stream, output (B, N, C), scores (B, N), token layout)
 StepObserver = Callable[[int, int, str, Stream, Tensor, Tensor, TokenLayout], None]
 
 
@@ -105,6 +105,7 @@ class SodaRun:
         self._lists = {kind: attribute for attribute, kind in adapter.block_lists}
         self.step = 0
         self.stream: Stream = ()
+        self.groups = 1  # CFG chunks of the current call ([cond rows; uncond rows]); they share recomputed tokens
         self.tokens = TokenLayout(0, 0)
 
     # ---------------------------------------------------------------- calls
@@ -115,6 +116,7 @@ class SodaRun:
         """A model call starts: find its step, its CFG stream and its token layout; count the non-block FLOPs."""
         self.step = step_of_sigma(self._sigmas, sigma)
         self.stream = (*stream, x.shape[0])
+        self.groups = len(stream) if len(stream) > 1 and x.shape[0] % len(stream) == 0 else 1
         patch = int(getattr(diffusion_model, self.adapter.patch_size_attr, 1))
         text = int(context.shape[1]) if context is not None else 0
         self.tokens = TokenLayout(text=text, image=self.adapter.image_tokens(x.shape, patch))
@@ -163,6 +165,7 @@ class SodaRun:
             score=self.score,
             observe=self._observer_for(layer, tokens),
             original=original,
+            groups=self.groups,
         )
         return program.run(block, args, step)
 

@@ -39,33 +39,46 @@ class TokenLayout:
         return slice(self.text, self.text + self.image)
 
 
-def token_scores(module_input: torch.Tensor, kind: TokenScore) -> torch.Tensor:
-    """Per-token score shared by every row of the batch (so cond and uncond use the same tokens).
+def token_scores(module_input: torch.Tensor, kind: TokenScore, groups: int = 1) -> torch.Tensor:
+    """Per-token score of every batch row; the rows of one sample in the ``groups`` CFG chunks of the batch
+    (``[cond rows; uncond rows]``, as ComfyUI batches them) share the mean of their scores, so cond and uncond of a
+    sample recompute the same tokens while different samples choose their own.
 
-    module_input: (B, N, C) -> (N,)
+    module_input: (B, N, C) -> (B, N) float32
     """
     per_token = module_input.abs().mean(-1) if kind is TokenScore.ABS_MEAN else module_input.mean(-1)  # (B, N)
-    return per_token.float().mean(0)  # (N,)
+    per_token = per_token.float()
+    if groups > 1:
+        shared = per_token.view(groups, -1, per_token.shape[-1]).mean(0)  # (B / groups, N)
+        per_token = shared.repeat(groups, 1)  # (B, N)
+    return per_token
 
 
 def image_token_ranking(scores: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-    """Joint-order positions of the image tokens, most sensitive (highest score) first. scores: (N,) -> (N_img,)"""
-    image_scores = scores[layout.image_slice]  # (N_img,)
-    return torch.argsort(image_scores, descending=True, stable=True) + layout.text
+    """Joint-order positions of each row's image tokens, most sensitive (highest score) first.
+    scores: (B, N) -> (B, N_img)"""
+    image_scores = scores[:, layout.image_slice]  # (B, N_img)
+    return torch.argsort(image_scores, dim=-1, descending=True, stable=True) + layout.text
 
 
 def recompute_positions(scores: torch.Tensor, layout: TokenLayout, ratio: float) -> torch.Tensor:
-    """Joint-order positions recomputed at ``ratio``: all text and reference tokens plus the top ``ratio`` share of
-    the image tokens, in increasing order (so gathers keep the sequence order). -> (n,) int64"""
+    """Joint-order positions recomputed at ``ratio``, per row: all text and reference tokens plus the row's top
+    ``ratio`` share of image tokens, in increasing order (gathers keep the sequence order; the first
+    ``layout.text`` positions of every row are the text tokens). scores: (B, N) -> (B, n) int64"""
     keep = round(ratio * layout.image)
-    ranked = image_token_ranking(scores, layout)[:keep]  # (keep,)
-    always = torch.cat([torch.arange(0, layout.text), torch.arange(layout.text + layout.image, layout.total)]).to(
-        ranked.device
-    )
-    return torch.sort(torch.cat([always, ranked])).values
+    ranked = image_token_ranking(scores, layout)[:, :keep]  # (B, keep)
+    always = torch.cat([torch.arange(0, layout.text), torch.arange(layout.text + layout.image, layout.total)])
+    always = always.to(ranked.device).expand(ranked.shape[0], -1)  # (B, text + reference)
+    return torch.sort(torch.cat([always, ranked], dim=1), dim=1).values
+
+
+def gather_tokens(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rows ``positions`` (B, n) of each sample of ``x`` (B, N, C) -> (B, n, C)."""
+    return x.gather(1, positions[..., None].expand(-1, -1, x.shape[-1]))
 
 
 def scatter_tokens(cache: torch.Tensor, positions: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
-    """Write ``fresh`` (B, n, C) into ``cache`` (B, N, C) at token ``positions`` (n,), in place; returns cache."""
-    cache[:, positions] = fresh.to(cache.dtype)
-    return cache
+    """Write ``fresh`` (B, n, C) into ``cache`` (B, N, C) at each row's token ``positions`` (B, n), in place;
+    returns cache."""
+    index = positions[..., None].expand(-1, -1, cache.shape[-1])  # (B, n, C)
+    return cache.scatter_(1, index, fresh.to(cache.dtype))

@@ -28,7 +28,7 @@ class Granularity(str, enum.Enum):
     BLOCK = "block"
 
 
-# (module name, module output (B, N, C) in joint token order, per-token scores of its input (N,))
+# (module name, module output (B, N, C) in joint token order, per-token scores of its input (B, N))
 Observer = Callable[[str, Tensor, Tensor], None]
 
 
@@ -62,6 +62,7 @@ class BlockStep:
     score: TokenScore = TokenScore.MEAN
     observe: Observer | None = None
     original: Callable[[dict[str, Any]], dict[str, Tensor]] | None = None  # the block's own forward
+    groups: int = 1  # CFG chunks in the batch: rows of one sample share their recomputed tokens
 
     def module(
         self,
@@ -71,8 +72,8 @@ class BlockStep:
         partial: Callable[[Sequence[Tensor], Tensor], Tensor],
     ) -> Tensor:
         """Run module ``name`` as planned. ``inputs()`` gives its inputs in joint token order (one tensor per
-        stream); ``full(x)`` computes its output for all tokens; ``partial(x, positions)`` for the given joint-order
-        positions only. Returns the module output (B, N, C) in joint order."""
+        stream); ``full(x)`` computes its output for all tokens; ``partial(x, positions)`` for each row's joint-order
+        positions (B, n) only. Returns the module output (B, N, C) in joint order."""
         ratio = self.ratios[name]
         if ratio <= 0.0:
             return self.cached(name)
@@ -82,11 +83,15 @@ class BlockStep:
             if self.record:
                 self.cache[name] = out
             if self.observe is not None:
-                self.observe(name, out, _joint_scores(x, self.score))
+                self.observe(name, out, self.scores(x))
             return out
-        positions = recompute_positions(_joint_scores(x, self.score), self.tokens, ratio)  # (n,)
+        positions = recompute_positions(self.scores(x), self.tokens, ratio)  # (B, n)
         fresh = partial(x, positions)  # (B, n, C)
         return scatter_tokens(self.cached(name), positions, fresh)
+
+    def scores(self, inputs: Sequence[Tensor]) -> Tensor:
+        """Per-row token scores of a module's inputs (one tensor per stream), in joint order: (B, N)."""
+        return torch.cat([token_scores(x, self.score, self.groups) for x in inputs], dim=1)
 
     def cached(self, name: str) -> Tensor:
         if name not in self.cache:
@@ -95,10 +100,6 @@ class BlockStep:
                 "have filled the cache did not run in this sampling run."
             )
         return self.cache[name]
-
-
-def _joint_scores(inputs: Sequence[Tensor], kind: TokenScore) -> Tensor:
-    return torch.cat([token_scores(x, kind) for x in inputs])  # (N,)
 
 
 class BlockProgram(Protocol):

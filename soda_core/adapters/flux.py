@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..flops import attention_flops, linear_flops
-from ..tokens import TokenLayout, token_scores
+from ..tokens import TokenLayout, gather_tokens
 from .base import BlockStep, ModelAdapter, ModuleCosts
 
 
@@ -49,14 +49,18 @@ def _heads(t: Tensor, heads: int) -> Tensor:
 def _partial_attention(
     step: BlockStep, q: Tensor, k: Tensor, v: Tensor, pe: Tensor | None, positions: Tensor, args: dict[str, Any]
 ) -> Tensor:
-    """Selected queries attend to the keys and values of every current token. q: (B, H, n, D), k, v: (B, H, N, D)
-    -> (B, n, H*D). Rope is applied with each query's own position."""
-    if pe is not None:
-        q = step.ops["apply_rope1"](q, pe[:, :, positions])
+    """Selected queries attend to the keys and values of every current token. q: (B, H, n, D), k, v: (B, H, N, D),
+    positions (B, n) -> (B, n, H*D). Rope is applied with each query's own position."""
+    if pe is not None:  # (B or 1, 1, N, D/2, 2, 2)
+        rows, trailing = q.shape[0], (1,) * (pe.dim() - 3)
+        index = positions.reshape(rows, 1, -1, *trailing).expand(-1, pe.shape[1], -1, *pe.shape[3:])
+        q = step.ops["apply_rope1"](q, pe.expand(rows, *pe.shape[1:]).gather(2, index))  # each query's own rope
         k = step.ops["apply_rope1"](k, pe)
     mask = args.get("attn_mask")
-    if mask is not None:
-        mask = mask[..., positions, :]
+    if mask is not None:  # broadcastable to (B, H, N, N): keep each row's query rows
+        heads = mask.shape[-3] if mask.dim() >= 3 else 1
+        full = mask.expand(q.shape[0], heads, *mask.shape[-2:])  # (B, H or 1, N, N)
+        mask = full.gather(2, positions[:, None, :, None].expand(-1, heads, -1, full.shape[-1]))
     attention = step.ops["optimized_attention"]
     return attention(  # type: ignore[no-any-return]
         q, k, v, q.shape[1], skip_reshape=True, mask=mask, transformer_options=args.get("transformer_options", {})
@@ -116,11 +120,11 @@ class FluxDoubleBlock:
         def attn_partial(x: Sequence[Tensor], positions: Tensor) -> Tensor:
             if block.flipped_img_txt:
                 raise NotImplementedError("SODA partial attention is not available for image-first Flux blocks.")
-            img_pos = positions[positions >= n_txt] - n_txt
+            img_pos = positions[:, n_txt:] - n_txt  # (B, n - N_t): every text token is recomputed
             txt_q, txt_k, txt_v = _qkv(block.txt_attn, x[0], heads)
             w, b = step.ops["linear_weights"](block.img_attn.qkv, x[1])
             c = w.shape[1]
-            img_q = _heads(F.linear(x[1][:, img_pos], w[:c], None if b is None else b[:c]), heads)
+            img_q = _heads(F.linear(gather_tokens(x[1], img_pos), w[:c], None if b is None else b[:c]), heads)
             img_k, img_v = (_heads(t, heads) for t in F.linear(x[1], w[c:], None if b is None else b[c:]).chunk(2, -1))
             img_q, img_k = block.img_attn.norm(img_q, img_k, img_v)
             q = torch.cat((txt_q, img_q), dim=2)  # (B, H, n, D)
@@ -142,8 +146,8 @@ class FluxDoubleBlock:
             return torch.cat((block.txt_mlp(x[0]), block.img_mlp(x[1])), 1)  # (B, N, C)
 
         def mlp_partial(x: Sequence[Tensor], positions: Tensor) -> Tensor:
-            txt_pos, img_pos = positions[positions < n_txt], positions[positions >= n_txt] - n_txt
-            return torch.cat((block.txt_mlp(x[0][:, txt_pos]), block.img_mlp(x[1][:, img_pos])), 1)  # (B, n, C)
+            img_pos = positions[:, n_txt:] - n_txt  # (B, n - N_t): every text token is recomputed
+            return torch.cat((block.txt_mlp(x[0]), block.img_mlp(gather_tokens(x[1], img_pos))), 1)  # (B, n, C)
 
         d_mlp = step.module("mlp", mlp_inputs, mlp_full, mlp_partial)  # (B, N, C)
         img = img + apply_mod(d_mlp[:, n_txt:], img_mod2.gate, None, None)
@@ -206,7 +210,7 @@ class FluxSingleBlock:
             w1, b1, w2, _ = weights()
             kv = F.linear(inputs[0], w1[h : 3 * h], None if b1 is None else b1[h : 3 * h])  # (B, N, 2C)
             k, v = (_heads(t, heads) for t in kv.chunk(2, -1))
-            q = _heads(F.linear(inputs[0][:, positions], w1[:h], None if b1 is None else b1[:h]), heads)
+            q = _heads(F.linear(gather_tokens(inputs[0], positions), w1[:h], None if b1 is None else b1[:h]), heads)
             q, k = block.norm(q, k, v)
             return F.linear(_partial_attention(step, q, k, v, pe, positions, args), w2[:, :h])  # (B, n, C)
 
@@ -221,7 +225,9 @@ class FluxSingleBlock:
                 self._split(step, out, F.linear(attn, weights()[2][:, :h]), x_mod())
         else:
             d_attn = step.module("attn", lambda: (x_mod(),), attn_full, attn_partial)
-            d_mlp = step.module("mlp", lambda: (x_mod(),), lambda i: mlp(i[0]), lambda i, p: mlp(i[0][:, p]))
+            d_mlp = step.module(
+                "mlp", lambda: (x_mod(),), lambda i: mlp(i[0]), lambda i, p: mlp(gather_tokens(i[0], p))
+            )
             out = d_attn + d_mlp
         x = x + step.ops["apply_mod"](out, mod.gate, None, None)
         if x.dtype == torch.float16:
@@ -241,7 +247,7 @@ class FluxSingleBlock:
     def _split(step: BlockStep, out: Tensor, d_attn: Tensor, x_mod: Tensor) -> None:
         """Cache / observe the two modules of a fused full call: D_a = linear2[:, :h] attn, D_m = out - D_a."""
         parts = {"attn": d_attn, "mlp": out - d_attn}
-        scores = token_scores(x_mod, step.score) if step.observe is not None else None
+        scores = step.scores((x_mod,)) if step.observe is not None else None
         for name, value in parts.items():
             if step.record:
                 step.cache[name] = value

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..tokens import TokenLayout, token_scores
+from ..tokens import TokenLayout
 from .base import BlockProgram, BlockStep, ModuleCosts
 
 
@@ -40,7 +40,7 @@ class ResidualBlock:
         if step.record:
             step.cache["block"] = residual
         if step.observe is not None:
-            step.observe("block", residual, torch.cat([token_scores(x, step.score) for x in inputs]))
+            step.observe("block", residual, step.scores(inputs))
         return out
 
     def _split(self, residual: Tensor, args: dict[str, Any]) -> list[Tensor]:

@@ -66,7 +66,7 @@ def _block_inputs(patcher):
     clone = patcher.clone()
     clone.set_model_patch_replace(capture("double_block"), "dit", "double_block", 0)
     clone.set_model_patch_replace(capture("single_block"), "dit", "single_block", 0)
-    sample(clone, steps=2)
+    sample(clone, steps=2, batch=2)  # two samples: each row chooses its own tokens
     return captured
 
 
@@ -74,7 +74,7 @@ def _block_inputs(patcher):
 def test_reuse_returns_cache_and_partial_recomputes_selected_tokens_exactly(comfy, kind):
     from comfyui_soda.nodes.patching import prepare, resolve_ops
     from comfyui_soda.soda_core.adapters.base import BlockStep
-    from comfyui_soda.soda_core.tokens import TokenLayout, TokenScore, recompute_positions, token_scores
+    from comfyui_soda.soda_core.tokens import TokenLayout, gather_tokens, recompute_positions
 
     patcher = tiny_flux()
     adapter, _ = prepare(patcher)
@@ -101,15 +101,54 @@ def test_reuse_returns_cache_and_partial_recomputes_selected_tokens_exactly(comf
 
     partial = {m: v.clone() for m, v in stale.items()}
     run({"attn": 0.0, "mlp": 0.5}, partial)
-    positions = recompute_positions(scores["mlp"], tokens, 0.5)
-    others = torch.ones(tokens.total, dtype=torch.bool)
-    others[positions] = False
-    assert positions.numel() == 6 + 32
+    positions = recompute_positions(scores["mlp"], tokens, 0.5)  # (2, n): per sample
+    assert positions.shape == (2, 6 + 32)
+    assert not torch.equal(positions[0], positions[1])  # the two samples recompute different tokens
+    others = torch.ones(2, tokens.total, dtype=torch.bool).scatter_(1, positions, False)
     assert torch.equal(partial["attn"], stale["attn"])
-    assert torch.equal(partial["mlp"][:, others], stale["mlp"][:, others])  # scatter kept every other token
+    assert torch.equal(partial["mlp"][others], stale["mlp"][others])  # scatter kept every other token
+    fresh, exact = gather_tokens(partial["mlp"], positions), gather_tokens(full_cache["mlp"], positions)
     if kind == "single_block":  # D_mlp recomputed separately from the fused product: equal up to rounding
-        torch.testing.assert_close(partial["mlp"][:, positions], full_cache["mlp"][:, positions], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fresh, exact, rtol=1e-4, atol=1e-5)
     else:  # token-wise MLP on the selected rows: exactly the full computation's rows
-        assert torch.equal(partial["mlp"][:, positions], full_cache["mlp"][:, positions])
-    assert scores["mlp"].shape == (tokens.total,)
-    assert torch.equal(token_scores(torch.ones(2, 3, 4), TokenScore.MEAN), torch.ones(3))
+        assert torch.equal(fresh, exact)
+    assert scores["mlp"].shape == (2, tokens.total)
+
+
+@pytest.mark.parametrize("kind", ["double_block", "single_block"])
+def test_partial_attention_gives_the_full_rows_of_each_samples_own_tokens(comfy, kind):
+    """Selected queries (per sample, with their own rope) against all keys: the rows full attention gives."""
+    from comfyui_soda.nodes.patching import prepare, resolve_ops
+    from comfyui_soda.soda_core.adapters.base import BlockStep
+    from comfyui_soda.soda_core.tokens import TokenLayout, gather_tokens, recompute_positions
+
+    patcher = tiny_flux()
+    adapter, _ = prepare(patcher)
+    model = patcher.model.diffusion_model
+    block = (model.double_blocks if kind == "double_block" else model.single_blocks)[0]
+    program, ops = adapter.programs[kind], resolve_ops(adapter)
+    args = _block_inputs(patcher)[kind]
+    tokens = TokenLayout(text=6, image=64)
+    full, scores = {}, {}
+    with torch.no_grad():
+        step = BlockStep({"attn": 1.0, "mlp": 1.0}, full, tokens, ops, record=True)
+        step.observe = lambda m, out, s: scores.setdefault(m, s)
+        program.run(block, {k: (v.clone() if torch.is_tensor(v) else v) for k, v in args.items()}, step)
+        partial = {m: torch.zeros_like(v) for m, v in full.items()}
+        program.run(block, dict(args), BlockStep({"attn": 0.25, "mlp": 0.0}, partial, tokens, ops))
+    positions = recompute_positions(scores["attn"], tokens, 0.25)  # (2, 6 + 16)
+    assert not torch.equal(positions[0], positions[1])
+    fresh, exact = gather_tokens(partial["attn"], positions), gather_tokens(full["attn"], positions)
+    torch.testing.assert_close(fresh, exact, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(partial["attn"], full["attn"])  # the other tokens stayed as cached (zeros)
+
+
+def test_token_scores_are_per_sample_and_shared_by_the_cfg_halves(comfy):
+    from comfyui_soda.soda_core.tokens import TokenScore, token_scores
+
+    assert torch.equal(token_scores(torch.ones(2, 3, 4), TokenScore.MEAN), torch.ones(2, 3))
+    x = torch.randn(4, 5, 8)  # [cond of samples a, b; uncond of samples a, b]
+    shared = token_scores(x, TokenScore.MEAN, groups=2)
+    assert torch.equal(shared[0], shared[2]) and torch.equal(shared[1], shared[3])
+    torch.testing.assert_close(shared[0], (x[0].mean(-1) + x[2].mean(-1)) / 2)
+    assert not torch.equal(shared[0], shared[1])

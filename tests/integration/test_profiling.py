@@ -54,14 +54,15 @@ def test_prune_error_equals_an_explicit_mix(comfy):
     recorder = SensitivityRecorder(layout, 3, ProfileConfig(max_distance=2, prune_ratios=(0.25, 0.5)))
     tokens = TokenLayout(text=3, image=8, reference=1)
     outputs = [torch.randn(2, tokens.total, 5) for _ in range(3)]
-    scores = torch.randn(tokens.total)
+    scores = torch.randn(2, tokens.total)  # each row ranks its own tokens
     for step, out in enumerate(outputs):
         recorder.observe(step, 0, "mlp", (0,), out, scores, tokens)
     sums = recorder._prune_sum[2, 0, 0, 1] / 2  # step 2, distance 2, mean over the 2 rows
     for j, ratio in enumerate((0.25, 0.5)):
-        positions = recompute_positions(scores, tokens, ratio)
+        positions = recompute_positions(scores, tokens, ratio)  # (2, n)
         mixed = outputs[0].clone()
-        mixed[:, positions] = outputs[2][:, positions]
+        index = positions[..., None].expand(-1, -1, 5)
+        mixed.scatter_(1, index, outputs[2].gather(1, index))
         cos = torch.nn.functional.cosine_similarity(mixed.flatten(1), outputs[2].flatten(1), dim=1)
         torch.testing.assert_close(float(sums[j]), float((1 - cos).mean()), rtol=1e-5, atol=1e-7)
 

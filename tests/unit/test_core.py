@@ -15,7 +15,7 @@ from comfyui_soda.soda_core.layout import BlockRef, ModelLayout, check_layout
 from comfyui_soda.soda_core.profile import SensitivityProfile
 from comfyui_soda.soda_core.runtime import step_of_sigma
 from comfyui_soda.soda_core.schedule import Schedule
-from comfyui_soda.soda_core.tokens import TokenLayout, recompute_positions, scatter_tokens
+from comfyui_soda.soda_core.tokens import TokenLayout, gather_tokens, recompute_positions, scatter_tokens
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,13 +120,16 @@ def test_step_of_sigma_maps_calls_between_sigmas_to_their_step():
 
 def test_recompute_positions_keep_text_and_reference_and_top_image_tokens():
     tokens = TokenLayout(text=2, image=6, reference=1)
-    scores = torch.tensor([0.0, 0.0, 5.0, 1.0, 4.0, 2.0, 3.0, 0.5, -9.0])
-    assert recompute_positions(scores, tokens, 0.5).tolist() == [0, 1, 2, 4, 6, 8]
-    assert recompute_positions(scores, tokens, 0.0).tolist() == [0, 1, 8]
-    assert recompute_positions(scores, tokens, 1.0).tolist() == list(range(9))
-    cache = torch.zeros(1, 9, 2)
-    scatter_tokens(cache, torch.tensor([2, 4]), torch.ones(1, 2, 2))
-    assert cache[0, :, 0].tolist() == [0, 0, 1, 0, 1, 0, 0, 0, 0]
+    scores = torch.tensor(
+        [[0.0, 0.0, 5.0, 1.0, 4.0, 2.0, 3.0, 0.5, -9.0], [0.0, 0.0, 1.0, 5.0, 2.0, 4.0, 0.0, 3.0, 9.0]]
+    )  # two samples, each with its own ranking
+    assert recompute_positions(scores, tokens, 0.5).tolist() == [[0, 1, 2, 4, 6, 8], [0, 1, 3, 5, 7, 8]]
+    assert recompute_positions(scores, tokens, 0.0).tolist() == [[0, 1, 8]] * 2
+    assert recompute_positions(scores, tokens, 1.0).tolist() == [list(range(9))] * 2
+    cache = torch.zeros(2, 9, 2)
+    scatter_tokens(cache, torch.tensor([[2, 4], [3, 5]]), torch.ones(2, 2, 2))
+    assert cache[:, :, 0].tolist() == [[0, 0, 1, 0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 1, 0, 0, 0]]
+    assert torch.equal(gather_tokens(cache, torch.tensor([[2], [5]])), torch.ones(2, 1, 2))
 
 
 def test_check_layout_names_both_layouts():
