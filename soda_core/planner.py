@@ -1,13 +1,8 @@
 """DCS + UAS planning (SODA §3-4): from a sensitivity profile and a speed target to a ``Schedule``.
 
-DCS picks the anchor steps by dynamic programming over (start step, anchors left), with N the longest interval:
-
-    E[t, k] = Σ_{l,m} E_c(t, l, m, k)                      cost of serving step t from the anchor k steps back
-    C(s, n) = Σ_{k=1}^{n-1} E[s+k, k]   (steps >= T dropped)  cost of an interval: anchor s, then n-1 reuse steps
-    F[T][0] = 0,  F[s][j] = min_{n=1..N} C(s, n) + F[min(s+n, T)][j-1],  answer F[0][N_a]
-
-UAS (``uas.py``) then spends the FLOPs the anchors leave under the budget on partial recomputes, through the offset β.
-N_a and β are chosen together: the pair with the least predicted error
+DCS (``dcs.py``) picks the anchor steps by dynamic programming over (start step, anchors left), or spreads them
+evenly (``PlanConfig.anchors="uniform"``, the paper's fixed-interval ablation); UAS (``uas.py``) then spends the
+FLOPs the anchors leave under the budget on partial recomputes, through the offset β. N_a and β are chosen together: the pair with the least predicted error
 
     Σ_{reuse (t,l,m)} E_p(t, l, m, k, r) where partially recomputed, else E_c(t, l, m, k)
 
@@ -24,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .dcs import backtrack, dp_table, interval_costs, step_costs, uniform_anchors
 from .flops import FlopModel
 from .profile import SensitivityProfile
 from .schedule import Schedule
@@ -34,6 +30,7 @@ BISECTION_STEPS = 40
 FLOPS_MARGIN = 1e-6  # the β search keeps this FLOPs headroom so the float32 ratios a Schedule stores stay in budget
 JOINT_CANDIDATES = 2  # joint_cost re-plans the anchors of this many of the best anchor counts
 JOINT_STEPS = 20  # β halvings of a joint re-plan (each one runs the DP); 2**-20 of the bracket is plenty
+ANCHOR_PLACEMENTS = ("dp", "uniform")
 
 
 def _is_real(value: object) -> bool:
@@ -57,7 +54,8 @@ class PlanConfig:
     the longest interval (one anchor + n-1 reuse steps; default and cap: the profile's largest distance + 1);
     ``pruning`` enables UAS partial recomputes with ``r = clip(lam·E_c + β, 0, 1)``, ``r < ratio_min`` meaning
     reuse and ``r`` capped at ``ratio_max``; ``joint_cost`` lets the DP price a reuse module at its UAS error
-    ``min(E_c, E_p(r))`` instead of ``E_c`` (beyond the paper).
+    ``min(E_c, E_p(r))`` instead of ``E_c`` (beyond the paper); ``anchors`` places the full steps by the DP
+    (``"dp"``, SODA's DCS) or evenly (``"uniform"``, the paper's fixed-interval ablation).
     """
 
     target: float = 2.0
@@ -68,6 +66,7 @@ class PlanConfig:
     ratio_min: float = 0.05
     ratio_max: float = 0.9
     joint_cost: bool = False
+    anchors: str = "dp"
 
     def __post_init__(self) -> None:
         _require(
@@ -98,73 +97,15 @@ class PlanConfig:
             f"PlanConfig needs 0 < ratio_min <= ratio_max <= 1 (shares of image tokens recomputed), got ratio_min="
             f"{self.ratio_min!r}, ratio_max={self.ratio_max!r}. Fix: pass e.g. ratio_min=0.05, ratio_max=0.9.",
         )
-
-
-# ----------------------------------------------------------------------------------------------------------- DCS
-
-
-def step_costs(cache_error: torch.Tensor) -> torch.Tensor:
-    """``E[t, k-1] = Σ_{l,m} E_c(t, l, m, k)``: (T, L, M, K) -> (T, K) float64 (the unused NaNs of t < k become 0)."""
-    return torch.nan_to_num(cache_error.double()).sum(dim=(1, 2))
-
-
-def interval_costs(step_cost: torch.Tensor, max_interval: int) -> torch.Tensor:
-    """``C[s, n-1] = Σ_{k=1}^{n-1} E[s+k, k-1]`` over steps ``s+k < T``: (T, K) -> (T, N), ``N = max_interval``."""
-    steps, distances = step_cost.shape
-    _require(
-        1 <= max_interval <= distances + 1,
-        f"max_interval={max_interval} needs reuse distances up to {max_interval - 1}, but the step costs have "
-        f"{distances}. Fix: use max_interval between 1 and {distances + 1}.",
-    )
-    starts = torch.arange(steps)
-    cost = torch.zeros(steps, max_interval, dtype=torch.float64)
-    for k in range(1, max_interval):
-        t = starts + k  # (T,)
-        term = torch.where(t < steps, step_cost.double()[t.clamp(max=steps - 1), k - 1], 0.0)  # (T,)
-        cost[:, k] = cost[:, k - 1] + term
-    return cost
-
-
-def dp_table(interval_cost: torch.Tensor, max_anchors: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``F[s, j]``, the least cost of covering steps ``s..T-1`` with ``j`` intervals (inf: impossible), and
-    ``choice[s, j]``, the interval length attaining it (ties: the shorter). (T, N) -> two (T+1, max_anchors+1)."""
-    steps, longest = interval_cost.shape
-    best = torch.full((steps + 1, max_anchors + 1), math.inf, dtype=torch.float64)
-    best[steps, 0] = 0.0
-    choice = torch.zeros(steps + 1, max_anchors + 1, dtype=torch.long)
-    after = (torch.arange(steps)[:, None] + torch.arange(1, longest + 1)).clamp(max=steps)  # (T, N) next start
-    for j in range(1, max_anchors + 1):
-        total = interval_cost + best[after, j - 1]  # (T, N)
-        value, index = total.min(dim=1)  # first minimum, i.e. the shortest interval on ties
-        best[:steps, j] = value
-        choice[:steps, j] = index + 1
-    return best, choice
-
-
-def backtrack(choice: Sequence[Sequence[int]], n_anchors: int) -> tuple[int, ...]:
-    """Anchor steps of the optimum with ``n_anchors`` intervals, from ``dp_table``'s ``choice`` (as nested lists)."""
-    steps = len(choice) - 1
-    anchors, start = [], 0
-    for j in range(n_anchors, 0, -1):
-        anchors.append(start)
-        start = min(start + choice[start][j], steps)
-    return tuple(anchors)
-
-
-def dp_anchors(step_cost: torch.Tensor, n_anchors: int, max_interval: int) -> tuple[float, tuple[int, ...]]:
-    """DCS: the ``n_anchors`` anchors minimising ``Σ C(s, n)`` over intervals of at most ``max_interval`` steps.
-
-    ``step_cost`` is ``E`` (T, K); returns ``(F[0][n_anchors], anchors)`` in O(T·n_anchors·max_interval).
-    """
-    steps = step_cost.shape[0]
-    fewest = math.ceil(steps / max_interval) if max_interval >= 1 else steps + 1
-    _require(
-        _is_int(n_anchors) and fewest <= n_anchors <= steps,
-        f"n_anchors={n_anchors!r} is infeasible for {steps} steps with intervals of at most {max_interval} steps: "
-        f"the valid range is {fewest}..{steps}. Fix: pick a count in that range or allow longer intervals.",
-    )
-    best, choice = dp_table(interval_costs(step_cost, max_interval), n_anchors)
-    return float(best[0, n_anchors]), backtrack(choice.tolist(), n_anchors)
+        _require(
+            self.anchors in ANCHOR_PLACEMENTS,
+            f"PlanConfig.anchors must be one of {ANCHOR_PLACEMENTS} (how full steps are placed), got "
+            f"{self.anchors!r}. Fix: pass anchors='dp' (SODA) or 'uniform'.",
+        )
+        _require(
+            not (self.joint_cost and self.anchors != "dp"),
+            "PlanConfig.joint_cost re-runs the DP on UAS costs, so it needs anchors='dp'. Fix: drop one of the two.",
+        )
 
 
 # --------------------------------------------------------------------------------------------------------- FLOPs
@@ -353,9 +294,13 @@ def plan(profile: SensitivityProfile, config: PlanConfig) -> Schedule:
         return _schedule(profile, config, full, ["full compute: target 1.0", *notes], longest)
     search = _prepare(profile, config, longest, notes)
     fewest = max(math.ceil(steps / longest), config.min_full_steps)
-    _, choice = dp_table(interval_costs(search.step_cost, longest), steps)
-    choices = choice.tolist()
-    anchor_sets = [backtrack(choices, n) for n in range(fewest, steps + 1)]
+    if config.anchors == "uniform":
+        anchor_sets = [uniform_anchors(steps, n) for n in range(fewest, steps + 1)]
+        notes.append("full steps spread evenly (fixed-interval ablation), not placed by the DP")
+    else:
+        _, choice = dp_table(interval_costs(search.step_cost, longest), steps)
+        choices = choice.tolist()
+        anchor_sets = [backtrack(choices, n) for n in range(fewest, steps + 1)]
     totals = [anchor_flops(search.flops, anchors, steps) for anchors in anchor_sets]
     feasible = [anchors for anchors, total in zip(anchor_sets, totals) if search.meets(total)]
     if not feasible:

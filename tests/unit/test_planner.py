@@ -9,17 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from comfyui_soda.soda_core.dcs import dp_anchors, interval_costs, step_costs, uniform_anchors
 from comfyui_soda.soda_core.flops import FlopModel
 from comfyui_soda.soda_core.layout import BlockRef, ModelLayout
-from comfyui_soda.soda_core.planner import (
-    PlanConfig,
-    dp_anchors,
-    interval_costs,
-    plan,
-    reuse_steps,
-    schedule_flops,
-    step_costs,
-)
+from comfyui_soda.soda_core.planner import PlanConfig, plan, reuse_steps, schedule_flops
 from comfyui_soda.soda_core.profile import SensitivityProfile
 from comfyui_soda.soda_core.schedule import Schedule
 from comfyui_soda.soda_core.uas import build_uas_table, gate_on, prune_error_at, pruned_flops, switch_points
@@ -190,12 +183,18 @@ def test_interval_costs_sum_the_steps_of_an_interval():
         ({"ratio_min": 0.5, "ratio_max": 0.4}, "ratio_max"),
         ({"ratio_max": 1.5}, "ratio_max"),
         ({"joint_cost": "yes"}, "joint_cost"),
+        ({"anchors": "even"}, "anchors"),
     ],
 )
 def test_bad_config_is_refused_with_a_fix(kwargs, field):
     with pytest.raises(ValueError, match=field) as error:
         PlanConfig(**kwargs)
     assert "got" in str(error.value) and ("Fix" in str(error.value) or "True or False" in str(error.value))
+
+
+def test_joint_cost_needs_dp_anchors():
+    with pytest.raises(ValueError, match="joint_cost.*anchors='dp'"):
+        PlanConfig(joint_cost=True, anchors="uniform")
 
 
 def test_unreachable_target_names_the_best_ratio_and_the_fix():
@@ -239,6 +238,27 @@ def test_target_is_met_and_pruning_spends_the_slack(target, pruning):
         assert schedule.config["beta"] is None
     assert schedule.config["target"] == target and f"{len(schedule.anchors)} full steps of 50" in schedule.notes[0]
     assert Schedule.from_json(schedule.to_json()).anchors == schedule.anchors
+
+
+def test_uniform_anchors_are_evenly_spread():
+    assert uniform_anchors(20, 5) == (0, 4, 8, 12, 16)
+    assert uniform_anchors(20, 20) == tuple(range(20))
+    gaps = {b - a for a, b in itertools.pairwise((*uniform_anchors(50, 18), 50))}
+    assert gaps <= {2, 3}
+    with pytest.raises(ValueError, match="valid range is 1..20"):
+        uniform_anchors(20, 0)
+
+
+@pytest.mark.parametrize("target", [1.5, 2.0, 3.0])
+def test_uniform_placement_meets_the_target_and_the_dp_is_never_worse(target):
+    """The fixed-interval ablation: evenly spread full steps, UAS on the rest; the DP's choice costs at most as much."""
+    profile = realistic_profile()
+    uniform = plan(profile, PlanConfig(target=target, anchors="uniform"))
+    dp = plan(profile, PlanConfig(target=target))
+    assert uniform.anchors == uniform_anchors(profile.steps, len(uniform.anchors))
+    assert uniform.predicted_flops_ratio >= target
+    assert any("spread evenly" in note for note in uniform.notes)
+    assert dp.predicted_error <= uniform.predicted_error * (1 + 1e-9)
 
 
 @pytest.mark.parametrize("pruning", [True, False])
