@@ -1,10 +1,12 @@
 """The embedded reference model and the nodes that make it usable without any download.
 
-``models/soda_reference_flux.safetensors`` (made by ``scripts/make_reference_model.py``) is a small Flux-architecture
-DiT with seeded random weights. Its safetensors metadata records the model family and the exact ``unet_config``, so
-it is rebuilt through ComfyUI's own classes (``comfy.supported_models.Flux``) instead of ComfyUI's shape-based
-detection, which assumes full-size Flux widths. Around it: a deterministic stand-in text encoder (no CLIP/T5 needed)
-and a VAE-free latent preview decode, so a whole SODA workflow runs on a CPU in seconds.
+``models/soda_reference_digits.safetensors`` (made by ``scripts/train_reference_model.py``) is a small
+Flux-architecture DiT trained on handwritten digits: caption ``"digit 3"`` gives a 3. Its safetensors metadata
+records the model family, the exact ``unet_config`` and the captions it was trained on, so it is rebuilt through
+ComfyUI's own classes (``comfy.supported_models.Flux``) instead of ComfyUI's shape-based detection, which assumes
+full-size Flux widths. Around it: a deterministic stand-in text encoder (no CLIP/T5 needed), a class-label encoder
+that conditions a whole batch at once, and a VAE-free latent preview decode, so a whole SODA workflow runs on a CPU
+in seconds.
 """
 
 import hashlib
@@ -31,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 SODA_MODELS = "soda_models"
 EMBEDDED_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-DEFAULT_MODEL = "soda_reference_flux.safetensors"
+DEFAULT_MODEL = "soda_reference_digits.safetensors"
 FORMAT_VERSION = "1"
 # metadata "soda.model_family" -> class name in comfy.supported_models
 MODEL_FAMILIES = {"flux": "Flux"}
@@ -95,7 +97,7 @@ def _check_state_dict(source: str, expected: dict[str, torch.Tensor], found: dic
         raise ValueError(
             f"{source}: the weights do not fit the architecture in its metadata; "
             + "; ".join(problems)
-            + ". Rebuild the file with scripts/make_reference_model.py."
+            + ". Make it again with scripts/train_reference_model.py."
         )
 
 
@@ -114,7 +116,11 @@ def _read_metadata(source: str, metadata: dict[str, str] | None) -> tuple[str, d
 
 
 def load_reference_model(path: str | os.PathLike[str]) -> comfy.model_patcher.ModelPatcher:
-    """Load a SODA reference ``.safetensors``: rebuild the model from its metadata, load the weights as float32."""
+    """Load a SODA reference ``.safetensors``: rebuild the model from its metadata, load the weights as float32.
+
+    The captions the model was trained on (metadata ``soda.classes``, a JSON list) are kept as
+    ``model.soda_classes`` for :class:`SODAReferenceClassEncode`; an untrained model has none.
+    """
     source = str(path)
     state_dict, metadata = comfy.utils.load_torch_file(source, safe_load=True, return_metadata=True)
     family, unet_config = _read_metadata(source, metadata)
@@ -122,6 +128,7 @@ def load_reference_model(path: str | os.PathLike[str]) -> comfy.model_patcher.Mo
     diffusion_model = model.diffusion_model
     _check_state_dict(source, diffusion_model.state_dict(), state_dict)
     diffusion_model.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()}, strict=True)
+    model.soda_classes = tuple(json.loads((metadata or {}).get("soda.classes", "[]")))
     logger.info("SODA: loaded reference model %s (%s, %d tensors)", source, family, len(state_dict))
     return _wrap(model)
 
@@ -157,6 +164,47 @@ def encode_text(text: str, context_dim: int, pooled_dim: int) -> tuple[torch.Ten
     return cond, pooled.unsqueeze(0)
 
 
+def encode_captions(captions: list[str], context_dim: int, pooled_dim: int) -> list[list[Any]]:
+    """One CONDITIONING entry for a batch of captions: cond [N, words, context_dim] and pooled [N, pooled_dim].
+
+    Row ``i`` conditions latent ``i`` of a batch of ``N`` (ComfyUI keeps a conditioning batch that equals the latent
+    batch). Every caption must have the same number of words, as rows of one tensor do.
+    """
+    encoded = [encode_text(caption, context_dim, pooled_dim) for caption in captions]
+    lengths = sorted({cond.shape[1] for cond, _ in encoded})
+    if len(lengths) > 1:
+        raise ValueError(f"encode_captions needs captions of one word count; got {lengths} words in {captions!r}.")
+    cond = torch.cat([c for c, _ in encoded])
+    pooled = torch.cat([p for _, p in encoded])
+    return [[cond, {"pooled_output": pooled}]]
+
+
+def parse_labels(text: str, classes: tuple[str, ...]) -> list[int]:
+    """Class indices from ``"3"``, ``"0 1 2"``, ``"0,4,4"`` or ranges like ``"0-9"``; each must name a class."""
+    labels: list[int] = []
+    for part in re.split(r"[\s,;]+", text.strip()):
+        if not part:
+            continue
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if match is None:
+            raise ValueError(
+                f"SODA Reference Class Encode: {part!r} in labels={text!r} is not a class number or range. "
+                f"Fix: write class numbers 0..{len(classes) - 1} separated by spaces or commas, or a range like 0-9."
+            )
+        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+        labels.extend(range(first, last + 1) if first <= last else range(first, last - 1, -1))
+    wrong = sorted({label for label in labels if not 0 <= label < len(classes)})
+    if not labels or wrong:
+        problem = "names no class" if not labels else f"names class(es) {wrong}, which this model does not have"
+        raise ValueError(
+            f"SODA Reference Class Encode: labels={text!r} {problem}. This model knows {len(classes)} classes: "
+            + ", ".join(f"{i} = {caption!r}" for i, caption in enumerate(classes))
+            + ". Fix: use numbers from 0 to "
+            + f"{len(classes) - 1}, e.g. '0-9' for one of each."
+        )
+    return labels
+
+
 def latent_preview_rgb(latent_format: Any, samples: torch.Tensor, upscale: int) -> torch.Tensor:
     """Latent [B, C, H, W] -> IMAGE [B, H*upscale, W*upscale, 3] with ComfyUI's Latent2RGB preview map.
 
@@ -188,8 +236,9 @@ class SODALoadReferenceModel(io.ComfyNode):
             node_id="SODALoadReferenceModel",
             display_name="Load SODA Reference Model",
             category=CATEGORY,
-            description="Load a SODA reference model from models/soda_models (the pack ships a small Flux-architecture "
-            "DiT with random weights): a MODEL to try SODA with, on any machine, with no download.",
+            description="Load a SODA reference model from models/soda_models. The pack ships a small "
+            "Flux-architecture DiT trained on handwritten digits (prompt 'digit 3', or Reference Class Encode): a "
+            "MODEL to try SODA with, on any machine, with no download. It draws 16x16 latents.",
             inputs=[
                 io.Combo.Input(
                     "model_name",
@@ -234,6 +283,44 @@ class SODAReferenceTextEncode(io.ComfyNode):
         return io.NodeOutput([[cond, {"pooled_output": pooled}]])
 
 
+class SODAReferenceClassEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SODAReferenceClassEncode",
+            display_name="SODA Reference Class Encode",
+            category=CATEGORY,
+            description="Conditioning for a trained reference model from class numbers: one caption per latent of "
+            "the batch (the reference digits model: 3 -> 'digit 3'). Use an Empty Latent Image whose batch size "
+            "equals the number of labels.",
+            inputs=[
+                io.Model.Input("model", tooltip="A trained SODA reference model; its file lists its classes."),
+                io.String.Input(
+                    "labels",
+                    default="0-9",
+                    tooltip="Class numbers, one per latent of the batch: '3', '0 1 2', '7,7,7' or a range '0-9'.",
+                ),
+            ],
+            outputs=[
+                io.Conditioning.Output(
+                    tooltip="Conditioning with one row per label: [labels, words, context_in_dim] with pooled_output."
+                )
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model: Any, labels: str) -> io.NodeOutput:
+        classes = getattr(model.model, "soda_classes", ())
+        if not classes:
+            raise ValueError(
+                "SODA Reference Class Encode: this model has no class list (only trained SODA reference models, "
+                "loaded with Load SODA Reference Model, have one). Fix: use SODA Reference Text Encode instead."
+            )
+        unet_config = model.model.model_config.unet_config
+        captions = [classes[i] for i in parse_labels(labels, classes)]
+        return io.NodeOutput(encode_captions(captions, unet_config["context_in_dim"], unet_config["vec_in_dim"]))
+
+
 class SODALatentToImage(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -258,4 +345,9 @@ class SODALatentToImage(io.ComfyNode):
         return io.NodeOutput(latent_preview_rgb(model.model.latent_format, samples["samples"], upscale))
 
 
-NODES: list[type[io.ComfyNode]] = [SODALoadReferenceModel, SODAReferenceTextEncode, SODALatentToImage]
+NODES: list[type[io.ComfyNode]] = [
+    SODALoadReferenceModel,
+    SODAReferenceTextEncode,
+    SODAReferenceClassEncode,
+    SODALatentToImage,
+]

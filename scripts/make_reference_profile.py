@@ -2,8 +2,9 @@
 
     .venv/bin/python scripts/make_reference_profile.py
 
-Settings: 64x64 latent, 20 steps euler/simple, cfg 1.0, 4 calibration runs (seeds 0-3), module granularity, caching
-and pruning errors; prompt "a red circle above a blue square on a white background".
+Settings (those of the quick-start workflow): the digits model, labels "0-9" four times (a batch of 40 16x16
+latents), 20 steps euler/simple, cfg 1.0, 2 calibration runs (seeds 0-1), module granularity, caching and pruning
+errors.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import logging
 from comfy_env import ROOT, import_comfy, register_pack
 
 
-OUT = ROOT / "profiles" / "soda_reference_flux_euler_simple_20.safetensors"
+OUT = ROOT / "profiles" / "soda_reference_digits_euler_simple_20.safetensors"
+LABELS = "0-9 0-9 0-9 0-9"
 
 
 def main() -> None:
@@ -26,28 +28,21 @@ def main() -> None:
     from comfyui_soda.nodes.reference_model import (
         DEFAULT_MODEL,
         EMBEDDED_MODELS_DIR,
-        encode_text,
+        SODAReferenceClassEncode,
+        SODAReferenceTextEncode,
         load_reference_model,
     )
     from comfyui_soda.soda_core.profiler import ProfileConfig
 
     model = load_reference_model(EMBEDDED_MODELS_DIR / DEFAULT_MODEL)
-    width = model.model.model_config.unet_config["context_in_dim"]
-    pooled_width = model.model.model_config.unet_config["vec_in_dim"]
-
-    def conditioning(text: str) -> list[list[object]]:
-        cond, pooled = encode_text(text, width, pooled_width)
-        return [[cond, {"pooled_output": pooled}]]
-
-    settings = SamplingSettings(seed=0, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", runs=4)
+    positive = SODAReferenceClassEncode.execute(model, LABELS).args[0]
+    negative = SODAReferenceTextEncode.execute(model, "").args[0]
+    batch = positive[0][0].shape[0]
+    settings = SamplingSettings(seed=0, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", runs=2)
     profile, _ = profile_model(
-        model,
-        conditioning("a red circle above a blue square on a white background"),
-        conditioning(""),
-        {"samples": torch.zeros(1, 16, 64, 64)},
-        settings,
-        ProfileConfig(),
+        model, positive, negative, {"samples": torch.zeros(batch, 16, 16, 16)}, settings, ProfileConfig()
     )
+    OUT.parent.mkdir(parents=True, exist_ok=True)
     profile.save(OUT)
     print(f"wrote {OUT.relative_to(ROOT)} ({OUT.stat().st_size} bytes)")
 

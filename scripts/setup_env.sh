@@ -23,7 +23,8 @@ COMFY_REQUIREMENTS=(
   "kornia>=0.7.1" spandrel "pydantic~=2.0" "pydantic-settings~=2.0"
   requests  # imported by ComfyUI's app/frontend_management.py but missing from its requirements.txt
 )
-DEV_REQUIREMENTS=("ruff==0.14.6" "mypy==1.19.0" "pytest==9.0.1" "selenium==4.38.0")
+# scikit-learn: its bundled digits data set, which scripts/train_reference_model.py trains the reference model on
+DEV_REQUIREMENTS=("ruff==0.14.6" "mypy==1.19.0" "pytest==9.0.1" "selenium==4.38.0" "scikit-learn==1.9.1")
 
 VENV="$ROOT/.venv"
 RUNTIME="$ROOT/.runtime"

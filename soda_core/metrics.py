@@ -106,3 +106,29 @@ def ssim(ref: torch.Tensor, img: torch.Tensor) -> float:
     numerator = (2.0 * mu_x * mu_y + c1) * (2.0 * cov_xy + c2)
     denominator = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
     return float(torch.mean(numerator / denominator))
+
+
+def frechet_distance(mean_a: torch.Tensor, cov_a: torch.Tensor, mean_b: torch.Tensor, cov_b: torch.Tensor) -> float:
+    """Fréchet distance between the Gaussians N(mean_a, cov_a) and N(mean_b, cov_b), as FID computes it::
+
+        d² = |mu_a - mu_b|² + tr(S_a + S_b - 2 (S_a^½ S_b S_a^½)^½)
+
+    (``tr((S_a S_b)^½)`` equals ``tr((S_a^½ S_b S_a^½)^½)``, which is symmetric and so has a stable ``eigh``).
+    Means (D,), covariances (D, D); computed in float64; negative eigenvalues from round-off count as 0.
+    """
+    mean_a, mean_b, cov_a, cov_b = (t.detach().to("cpu", torch.float64) for t in (mean_a, mean_b, cov_a, cov_b))
+    if mean_a.shape != mean_b.shape or cov_a.shape != cov_b.shape or cov_a.shape != (*mean_a.shape, *mean_a.shape):
+        raise ValueError(
+            f"Fréchet distance needs means (D,) and covariances (D, D) of one D; got {tuple(mean_a.shape)}, "
+            f"{tuple(cov_a.shape)}, {tuple(mean_b.shape)}, {tuple(cov_b.shape)}."
+        )
+
+    def sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
+        values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
+        root: torch.Tensor = (vectors * values.clamp(min=0.0).sqrt()) @ vectors.T
+        return root
+
+    root_a = sqrt_psd(cov_a)
+    product = root_a @ cov_b @ root_a  # (D, D), symmetric
+    cross = torch.linalg.eigvalsh((product + product.T) / 2).clamp(min=0.0).sqrt().sum()
+    return float((mean_a - mean_b).square().sum() + torch.trace(cov_a) + torch.trace(cov_b) - 2.0 * cross)

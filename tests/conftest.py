@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.append(str(ROOT))  # the benchmarks package; appended, so ComfyUI's own top-level modules (nodes, ...) win
 
 from comfy_env import comfyui_dir, import_comfy, register_pack  # noqa: E402
 

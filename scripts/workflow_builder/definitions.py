@@ -15,9 +15,10 @@ QUICKSTART_NOTE = """\
 SODA quick start: runs on any computer, nothing to download.
 
 What this graph does
-1. Model and prompt. Loads the small reference model that ships with the pack: a Flux-shaped transformer with \
-random weights. Its pictures are abstract patterns, not art; it is here to show the mechanics, the speed-up and the \
-fidelity numbers on any CPU. The text encoder is a stand-in that needs no CLIP or T5.
+1. Model and prompt. Loads the small reference model that ships with the pack: a Flux-shaped transformer trained \
+on handwritten digits. "Digits to draw" asks for one image per class number (0-9 gives ten digits, one batch of \
+ten); the empty latent's batch size must equal the number of labels. The model draws 16x16 latents (128x128 pixels \
+on the Empty Latent node) and needs no CLIP, T5 or VAE.
 2. SODA: profile -> plan -> patch. "Profile Sensitivity" samples once at full compute and measures, for every \
 step and every attention and MLP module, how much the result would change if that module's output were reused from \
 an earlier step. "Plan SODA Schedule" turns that profile into a schedule for the speed-up you ask for \
@@ -25,7 +26,7 @@ an earlier step. "Plan SODA Schedule" turns that profile into a schedule for the
 schedule. The sensitivity heatmap and the plan are saved as images; the text box shows the plan's summary.
 3. Sample. Two ordinary KSamplers with identical settings and the same seed: "Full compute KSampler" on the \
 original model, "SODA KSampler" on the patched one.
-4. Compare. PSNR and SSIM of the SODA image against the full-compute image (higher is closer; identical images \
+4. Compare. PSNR and SSIM of the SODA digits against the full-compute digits (higher is closer; identical images \
 give PSNR inf).
 
 How to use it
@@ -37,10 +38,10 @@ identical: a profile describes the steps it was measured on.
 
 With your own Flux model
 Open the "soda_flux_dev" workflow from the templates (comfyui-soda), or change this graph: replace "Load SODA \
-Reference Model" by "Load Diffusion Model" (flux1-dev.safetensors), each "SODA Reference Text Encode" by a "CLIP Text \
-Encode" fed by "DualCLIPLoader" (clip_l + t5xxl, type flux) with "FluxGuidance" 3.5 on the positive prompt, and each \
-"SODA Latent Preview Decode" by "VAE Decode" with ae.safetensors. Profile once per model, image size and sampler \
-setting; save the profile with "Save SODA Profile" to skip profiling next time.
+Reference Model" by "Load Diffusion Model" (flux1-dev.safetensors), "Digits to draw" and the negative prompt by \
+"CLIP Text Encode" fed by "DualCLIPLoader" (clip_l + t5xxl, type flux) with "FluxGuidance" 3.5 on the positive \
+prompt, and each "SODA Latent Preview Decode" by "VAE Decode" with ae.safetensors. Profile once per model, image \
+size and sampler setting; save the profile with "Save SODA Profile" to skip profiling next time.
 """
 
 FLUX_DEV_NOTE = """\
@@ -72,7 +73,8 @@ on Profile Sensitivity (4 needs about half). Above the limit, profiling stops wi
 instead of running out of memory.
 """
 
-QUICKSTART_PROMPT = "a red circle above a blue square on a white background"
+QUICKSTART_LABELS = "0-9 0-9 0-9 0-9"  # four of each digit: a batch large enough for SODA to pay off on a CPU
+QUICKSTART_BATCH = 40
 FLUX_PROMPT = (
     "a red fox sitting in fresh snow at the edge of a pine forest at sunrise, soft golden light, detailed fur, "
     "shallow depth of field"
@@ -112,6 +114,7 @@ def soda_and_compare_nodes(
     decoder: str,
     decoder_links: dict[str, tuple[str, str]],
     profile_widgets: dict[str, Any] | None = None,
+    decoder_widgets: dict[str, Any] | None = None,
 ) -> list[Node]:
     """Groups 2-4, shared by both workflows: profile -> plan -> patch, two samplers, decode, save, compare."""
     sampler_links = {"positive": positive, "negative": negative, "latent_image": latent}
@@ -194,6 +197,7 @@ def soda_and_compare_nodes(
             (1240, 310),
             title="Decode: full compute",
             links={"samples": ("full_sampler", "LATENT"), **decoder_links},
+            widgets=dict(decoder_widgets or {}),
             size=(320, 78),
         ),
         Node(
@@ -202,6 +206,7 @@ def soda_and_compare_nodes(
             (1240, 770),
             title="Decode: SODA",
             links={"samples": ("soda_sampler", "LATENT"), **decoder_links},
+            widgets=dict(decoder_widgets or {}),
             size=(320, 78),
         ),
         Node(
@@ -259,16 +264,16 @@ def quickstart() -> Workflow:
             "model",
             "SODALoadReferenceModel",
             (0, 0),
-            widgets={"model_name": "soda_reference_flux.safetensors"},
+            widgets={"model_name": "soda_reference_digits.safetensors"},
             size=(COLUMN_1_WIDTH, 58),
         ),
         Node(
             "positive",
-            "SODAReferenceTextEncode",
+            "SODAReferenceClassEncode",
             (0, 130),
-            title="Positive prompt",
+            title="Digits to draw",
             links={"model": model},
-            widgets={"text": QUICKSTART_PROMPT},
+            widgets={"labels": QUICKSTART_LABELS},
             size=(COLUMN_1_WIDTH, 160),
         ),
         Node(
@@ -284,8 +289,8 @@ def quickstart() -> Workflow:
             "latent",
             "EmptySD3LatentImage",
             (0, 530),
-            title="Empty latent (512x512 px = 64x64 latent)",
-            widgets={"width": 512, "height": 512, "batch_size": 1},
+            title=f"Empty latent (16x16 latent, batch {QUICKSTART_BATCH})",
+            widgets={"width": 128, "height": 128, "batch_size": QUICKSTART_BATCH},
             size=(COLUMN_1_WIDTH, 106),
         ),
         *soda_and_compare_nodes(
@@ -296,6 +301,7 @@ def quickstart() -> Workflow:
             ("latent", "LATENT"),
             decoder="SODALatentToImage",
             decoder_links={"model": model},
+            decoder_widgets={"upscale": 4},
         ),
     ]
     groups = [Group("1. Model and prompt", ["model", "positive", "negative", "latent"]), *SODA_GROUPS]

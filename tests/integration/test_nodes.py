@@ -113,10 +113,11 @@ def test_shipped_profile_serves_the_embedded_model(comfy):
     from comfyui_soda.nodes.reference_model import DEFAULT_MODEL, SODALoadReferenceModel
     from comfyui_soda.nodes.soda import SODAModelPatch, SODAPlanSchedule
 
-    name = "soda_reference_flux_euler_simple_20.safetensors"
+    name = "soda_reference_digits_euler_simple_20.safetensors"
     assert name in folder_paths.get_filename_list(SODA_PROFILES)
     profile = SODALoadProfile.execute(name).result[0]
-    assert profile.steps == 20 and profile.meta["calibration_runs"] == 4
+    assert profile.steps == 20 and profile.meta["calibration_runs"] == 2
+    assert profile.meta["latent_shape"] == [40, 16, 16, 16]
     model = SODALoadReferenceModel.execute(DEFAULT_MODEL).result[0]
     soda_plan = SODAPlanSchedule.execute(profile, 2.0, 1, True).result[0]
     patched = SODAModelPatch.execute(model, soda_plan).result[0]

@@ -1,4 +1,4 @@
-"""The embedded reference model and the reference/fidelity nodes, built with ComfyUI's own classes (CPU)."""
+"""The embedded (trained) reference model and the reference/fidelity nodes, built with ComfyUI's own classes (CPU)."""
 
 import json
 import math
@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL_FILE = ROOT / "models" / "soda_reference_flux.safetensors"
+MODEL_FILE = ROOT / "models" / "soda_reference_digits.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +47,13 @@ def test_file_is_small_and_self_describing() -> None:
     assert metadata["soda.format_version"] == "1"
     config = json.loads(metadata["soda.unet_config"])
     assert (config["hidden_size"], config["num_heads"], config["depth"], config["depth_single_blocks"]) == (
-        256,
-        4,
+        128,
+        2,
         2,
         4,
     )
+    assert json.loads(metadata["soda.classes"]) == [f"digit {c}" for c in range(10)]
+    assert json.loads(metadata["soda.training"])["iterations"] >= 1000
 
 
 def test_loads_as_comfy_flux_with_bit_exact_weights(comfy, patcher) -> None:  # type: ignore[no-untyped-def]
@@ -74,7 +76,7 @@ def test_samples_three_steps_to_finite_output(comfy, ref, patcher) -> None:  # t
 
     latent = torch.zeros(1, 16, 32, 32)
     noise = comfy.sample.prepare_noise(latent, 0)
-    positive = _encode(ref, patcher, "a red fox in the snow")
+    positive = _encode(ref, patcher, "digit 3")
     negative = _encode(ref, patcher, "")
     out = comfy.sample.sample(
         patcher, noise, 3, 1.0, "euler", "simple", positive, negative, latent, seed=0, disable_pbar=True
@@ -88,7 +90,8 @@ def test_loader_node_finds_the_embedded_file(ref) -> None:  # type: ignore[no-un
     combo = schema.inputs[0]
     assert ref.DEFAULT_MODEL in combo.options and combo.default == ref.DEFAULT_MODEL
     model = ref.SODALoadReferenceModel.execute(model_name=ref.DEFAULT_MODEL).args[0]
-    assert model.model.model_config.unet_config["hidden_size"] == 256
+    assert model.model.model_config.unet_config["hidden_size"] == 128
+    assert model.model.soda_classes == tuple(f"digit {c}" for c in range(10))
 
 
 def test_schemas_document_every_input(ref, fidelity) -> None:  # type: ignore[no-untyped-def]
@@ -104,12 +107,59 @@ def test_text_encode_is_deterministic(ref, patcher) -> None:  # type: ignore[no-
     again = _encode(ref, patcher, "a  RED fox")
     other = _encode(ref, patcher, "a blue fox")
     cond, extra = first[0]
-    assert cond.shape == (1, 3, 256) and extra["pooled_output"].shape == (1, 256)
+    assert cond.shape == (1, 3, 64) and extra["pooled_output"].shape == (1, 64)
     assert torch.equal(cond, again[0][0]) and torch.equal(extra["pooled_output"], again[0][1]["pooled_output"])
     assert not torch.equal(cond, other[0][0])
     assert torch.equal(cond[0, [0, 2]], other[0][0][0, [0, 2]])  # same word ("a", "fox"), same vector
-    assert _encode(ref, patcher, "")[0][0].shape == (1, 1, 256)
-    assert _encode(ref, patcher, " ".join(["w"] * 100))[0][0].shape == (1, 64, 256)
+    assert _encode(ref, patcher, "")[0][0].shape == (1, 1, 64)
+    assert _encode(ref, patcher, " ".join(["w"] * 100))[0][0].shape == (1, 64, 64)
+
+
+def test_class_encode_conditions_each_row_with_its_caption(ref, patcher) -> None:  # type: ignore[no-untyped-def]
+    ((cond, extra),) = ref.SODAReferenceClassEncode.execute(model=patcher, labels="3, 0-2 9").args[0]
+    assert cond.shape == (5, 2, 64) and extra["pooled_output"].shape == (5, 64)
+    for row, label in enumerate([3, 0, 1, 2, 9]):
+        ((text_cond, text_extra),) = _encode(ref, patcher, f"digit {label}")
+        assert torch.equal(cond[row], text_cond[0]) and torch.equal(
+            extra["pooled_output"][row], text_extra["pooled_output"][0]
+        )
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ("12", r"class\(es\) \[12\].*0 = 'digit 0'.*Fix"),
+        ("three", r"'three'.*not a class number"),
+        ("  ", "names no class"),
+    ],
+)
+def test_class_encode_refuses_unknown_labels(ref, patcher, labels, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=message):
+        ref.SODAReferenceClassEncode.execute(model=patcher, labels=labels)
+
+
+def test_class_encode_needs_a_model_with_classes(ref) -> None:  # type: ignore[no-untyped-def]
+    from flux_helpers import tiny_flux
+
+    with pytest.raises(ValueError, match="no class list.*SODA Reference Text Encode"):
+        ref.SODAReferenceClassEncode.execute(model=tiny_flux(), labels="0")
+
+
+def test_trained_model_draws_the_digit_it_is_asked_for(comfy, ref, patcher) -> None:  # type: ignore[no-untyped-def]
+    """At full compute (20 steps euler) the classifier recognises most of 20 samples as their condition."""
+    import comfy.sample
+
+    from benchmarks.digits import Judge, to_gray
+
+    labels = torch.arange(20) % 10
+    positive = ref.SODAReferenceClassEncode.execute(model=patcher, labels="0-9 0-9").args[0]
+    latent = torch.zeros(20, 16, 16, 16)
+    noise = comfy.sample.prepare_noise(latent, 7)
+    samples = comfy.sample.sample(
+        patcher, noise, 20, 1.0, "euler", "simple", positive, positive, latent, seed=7, disable_pbar=True
+    )
+    gray = to_gray(ref.latent_preview_rgb(patcher.model.latent_format, samples, 1))
+    assert Judge().evaluate(gray, labels)["accuracy"] >= 0.8
 
 
 def test_pooled_vector_is_tiled_or_truncated(ref) -> None:  # type: ignore[no-untyped-def]

@@ -79,3 +79,29 @@ def test_relative_l2_of_zero_reference() -> None:
     zeros = torch.zeros(1, 4, 4, 3)
     assert relative_l2(zeros, zeros) == 0.0
     assert relative_l2(zeros, zeros + 0.1) == math.inf
+
+
+def test_frechet_distance_of_known_gaussians() -> None:
+    from comfyui_soda.soda_core.metrics import frechet_distance
+
+    eye = torch.eye(3, dtype=torch.float64)
+    assert frechet_distance(torch.zeros(3), eye, torch.zeros(3), eye) == pytest.approx(0.0, abs=1e-12)
+    # means 2 apart along one axis, covariances I and 4I: 4 + tr(I + 4I - 2 * 2I) = 4 + 3
+    shifted = torch.tensor([2.0, 0.0, 0.0])
+    assert frechet_distance(torch.zeros(3), eye, shifted, 4 * eye) == pytest.approx(7.0, rel=1e-12)
+    # symmetric, and equal to the scipy-style formula tr(A + B - 2 sqrt(A B)) on random covariances
+    g = torch.Generator().manual_seed(0)
+    a, b = (m @ m.T for m in (torch.randn(4, 4, generator=g, dtype=torch.float64) for _ in range(2)))
+    mu = torch.randn(4, generator=g, dtype=torch.float64)
+    forward, backward = frechet_distance(mu, a, -mu, b), frechet_distance(-mu, b, mu, a)
+    assert forward == pytest.approx(backward, rel=1e-9)
+    values = torch.linalg.eigvals(a @ b).real.clamp(min=0).sqrt().sum()
+    expected = float((2 * mu).square().sum() + a.trace() + b.trace() - 2 * values)
+    assert forward == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_refuses_mismatched_shapes() -> None:
+    from comfyui_soda.soda_core.metrics import frechet_distance
+
+    with pytest.raises(ValueError, match=r"means \(D,\) and covariances \(D, D\)"):
+        frechet_distance(torch.zeros(3), torch.eye(3), torch.zeros(2), torch.eye(2))

@@ -1,0 +1,149 @@
+"""The reference model's task: handwritten digits, their latents, and the classifier that judges generated samples.
+
+Data: scikit-learn's bundled digits (1797 images of 8x8 pixels, ink 0..16, 10 classes), drawn as dark ink on white
+paper (``gray = 1 - ink / 16``) and upsampled bilinearly to 16x16, one pixel per latent pixel.
+
+Latent codec: the latent that ComfyUI's latent-to-RGB preview (``latent_preview_rgb``, the SODA Latent Preview
+Decode node) turns back into the image. With the Flux latent format's factors ``F`` (16x3) and bias ``b``,
+
+    rgb = x F + b,    x = process_in(latent)      (model space)
+
+so the model-space latent of a gray pixel ``g`` is the least-norm solution ``x = F^+ ((2g - 1)·1 - b)``, and
+``latent = process_out(x)``. Decoding needs no VAE, and the preview decode is exact for these latents.
+
+Classifier: a small CNN on 16x16 gray images; its 64 penultimate features give an FID-style Fréchet distance. The
+weights and the statistics of the real digits' features are stored in ``CLASSIFIER_FILE``, written by
+``scripts/train_reference_model.py``, so judging samples needs neither scikit-learn nor the data set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+CLASSIFIER_FILE = Path(__file__).resolve().parent / "assets" / "digits_classifier.safetensors"
+SIZE = 16  # image and latent side
+CLASSES = 10
+CAPTION = "digit {}"  # the caption of class c (the stand-in text encoder embeds its words)
+FEATURES = 64
+
+
+def captions() -> list[str]:
+    return [CAPTION.format(c) for c in range(CLASSES)]
+
+
+def load_images() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits as gray images (N, 16, 16) in [0, 1] (1 = paper) and labels (N,) int64."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:
+        raise RuntimeError(
+            "The digits data set comes with scikit-learn, which is not installed. Fix: run `make setup` (it "
+            "installs the development requirements) or `pip install scikit-learn`."
+        ) from error
+    data = load_digits()
+    ink = torch.tensor(data.images, dtype=torch.float32)[:, None] / 16.0  # (N, 1, 8, 8)
+    gray = 1.0 - F.interpolate(ink, size=(SIZE, SIZE), mode="bilinear", align_corners=False)  # (N, 1, 16, 16)
+    return gray[:, 0].clamp(0.0, 1.0), torch.tensor(data.target, dtype=torch.long)
+
+
+def shift(images: torch.Tensor, generator: torch.Generator, pixels: int = 1) -> torch.Tensor:
+    """Random translation of each image by up to ``pixels`` in x and y, paper-coloured border. (N, H, W)."""
+    n, h, w = images.shape
+    padded = F.pad(images[:, None], (pixels,) * 4, value=1.0)[:, 0]  # (N, H+2p, W+2p)
+    dy, dx = (torch.randint(0, 2 * pixels + 1, (n,), generator=generator) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(h))[:, :, None]  # (N, H, 1)
+    cols = (dx[:, None] + torch.arange(w))[:, None, :]  # (N, 1, W)
+    return padded[torch.arange(n)[:, None, None], rows, cols]
+
+
+# ------------------------------------------------------------------------------------------------- latent codec
+
+
+def _factors(latent_format: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    factors = torch.tensor(latent_format.latent_rgb_factors, dtype=torch.float64)  # (16, 3)
+    bias = torch.tensor(latent_format.latent_rgb_factors_bias, dtype=torch.float64)  # (3,)
+    return factors, bias
+
+
+def encode(latent_format: Any, gray: torch.Tensor) -> torch.Tensor:
+    """Gray images (N, H, W) in [0, 1] -> model-space latents (N, 16, H, W) that the preview decodes to ``gray``."""
+    factors, bias = _factors(latent_format)
+    pinv = torch.linalg.pinv(factors.T)  # (16, 3)
+    rgb = (2.0 * gray.double() - 1.0)[..., None].expand(*gray.shape, 3)  # (N, H, W, 3)
+    x = (rgb - bias) @ pinv.T  # (N, H, W, 16)
+    return x.movedim(-1, 1).float()
+
+
+def to_gray(images: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE (N, H, W, 3) -> gray (N, H, W): the channel mean."""
+    return images.float().mean(-1)
+
+
+# --------------------------------------------------------------------------------------------------- classifier
+
+
+class DigitClassifier(torch.nn.Module):
+    """Gray (N, 16, 16) -> logits (N, 10); ``features`` gives the 64 features (before the head) the Fréchet
+    distance uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(32, 64, 3, stride=2, padding=1)
+        self.conv3 = torch.nn.Conv2d(64, 64, 3, stride=2, padding=1)
+        self.embed = torch.nn.Linear(64 * 4 * 4, FEATURES)
+        self.head = torch.nn.Linear(FEATURES, CLASSES)
+
+    def features(self, gray: torch.Tensor) -> torch.Tensor:
+        x = (1.0 - gray)[:, None]  # (N, 1, 16, 16), ink = 1
+        x = F.relu(self.conv1(x))  # (N, 32, 16, 16)
+        x = F.relu(self.conv2(x))  # (N, 64, 8, 8)
+        x = F.relu(self.conv3(x))  # (N, 64, 4, 4)
+        return F.relu(self.embed(x.flatten(1)))  # (N, 64)
+
+    def forward(self, gray: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(gray))  # type: ignore[no-any-return]
+
+
+def save_classifier(model: DigitClassifier, real_features: torch.Tensor, path: Path, meta: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors["real.mean"] = real_features.double().mean(0)
+    tensors["real.cov"] = torch.cov(real_features.double().T)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+
+
+class Judge:
+    """The stored classifier and the real digits' feature statistics: accuracy and FID-style distance of samples."""
+
+    def __init__(self, path: Path = CLASSIFIER_FILE) -> None:
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing. Fix: run scripts/train_reference_model.py to make it.")
+        tensors = load_file(str(path))
+        self.real_mean, self.real_cov = tensors.pop("real.mean"), tensors.pop("real.cov")
+        self.model = DigitClassifier()
+        self.model.load_state_dict(tensors)
+        self.model.eval()
+
+    @torch.no_grad()
+    def evaluate(self, gray: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """accuracy (share of samples classified as their condition) and ``fid``: Fréchet distance of the
+        samples' features to the real digits'."""
+        from comfyui_soda.soda_core.metrics import frechet_distance
+
+        features = self.model.features(gray.float())  # (N, 64)
+        predicted = self.model.head(features).argmax(-1)
+        mean, cov = features.double().mean(0), torch.cov(features.double().T)
+        return {
+            "accuracy": float((predicted == labels).float().mean()),
+            "fid": frechet_distance(mean, cov, self.real_mean, self.real_cov),
+        }

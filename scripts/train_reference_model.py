@@ -1,0 +1,411 @@
+"""Train the pack's reference model and the classifier that judges it (the embedded default of the demo).
+
+    .venv/bin/python scripts/train_reference_model.py [--iterations N] [--quick] [--check]
+
+What it makes, from scikit-learn's bundled digits (``benchmarks/digits.py``: 16x16 gray digits and their latents):
+
+* ``models/soda_reference_digits.safetensors``: a conditional Flux-architecture DiT built from ComfyUI's own classes
+  (``comfy.supported_models.Flux``; hidden 128, 2 heads, 2 double + 4 single blocks), trained by rectified flow on
+  the latents of the digits; caption ``"digit c"`` through the stand-in text encoder, 10 % of captions dropped to
+  ``""`` so classifier-free guidance works too. The weights saved are an exponential moving average, in float16,
+  with the architecture and the captions in the metadata;
+* ``benchmarks/assets/digits_classifier.safetensors``: a small CNN trained on 80 % of the digits (held-out accuracy
+  reported), with the mean and covariance of the real digits' features for the FID-style distance;
+* ``benchmarks/results/reference_training.json`` (figures) and ``docs/images/reference_samples.png`` (a grid of
+  samples): the saved model is loaded back with the pack's loader and samples ``--eval-samples`` digits through
+  ``comfy.sample.sample`` at full compute (20 steps euler/simple, cfg 1.0 and 1.5), which the classifier judges.
+
+Training goes through ComfyUI's own Flux forward; only the blocks run through SODA's block programs, which compute
+the same values (checked bit-exact at start) without ComfyUI's in-place adds, so autograd works. Fixed seed and
+thread count: two runs on one machine give byte-identical files (``--check`` retrains and compares with the files
+on disk). ``--quick`` is a few iterations into a scratch folder, what the test suite runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from comfy_env import ROOT, import_comfy, register_pack
+
+
+sys.path.insert(0, str(ROOT))
+
+logger = logging.getLogger("train_reference_model")
+
+MODEL_FILE = ROOT / "models" / "soda_reference_digits.safetensors"
+REPORT_FILE = ROOT / "benchmarks" / "results" / "reference_training.json"
+GRID_FILE = ROOT / "docs" / "images" / "reference_samples.png"
+MAX_BYTES = 25 * 1000 * 1000
+UNET_CONFIG: dict[str, Any] = {
+    "image_model": "flux",
+    "in_channels": 16,
+    "out_channels": 16,
+    "vec_in_dim": 64,
+    "context_in_dim": 64,
+    "hidden_size": 128,
+    "mlp_ratio": 4.0,
+    "num_heads": 2,
+    "depth": 2,
+    "depth_single_blocks": 4,
+    "axes_dim": [16, 24, 24],
+    "theta": 10000,
+    "patch_size": 2,
+    "qkv_bias": True,
+    "guidance_embed": False,
+}
+ZERO_INIT = ("img_mod.lin", "txt_mod.lin", "modulation.lin", "final_layer")  # adaLN-Zero: every block starts as x
+EVAL = {"steps": 20, "sampler": "euler", "scheduler": "simple", "seed": 1000}
+EVAL_CFGS = (1.0, 1.5)  # the grid shows the first
+EMA_DECAY = 0.999
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=4000, help="generator training steps (default 4000)")
+    parser.add_argument("--batch", type=int, default=64, help="generator batch size")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW, cosine decay)")
+    parser.add_argument("--classifier-epochs", type=int, default=60)
+    parser.add_argument("--eval-samples", type=int, default=200, help="samples judged at the end (multiple of 10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (fixed, for reproducible bits)")
+    parser.add_argument("--out", type=Path, default=None, help="write every file under this folder instead")
+    parser.add_argument("--quick", action="store_true", help="5 iterations, 20 samples, into --out (tests)")
+    parser.add_argument("--check", action="store_true", help="retrain and compare with the files on disk")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.iterations, args.classifier_epochs, args.eval_samples = 5, 1, 20
+    if args.iterations < 1 or args.batch < 1 or args.eval_samples < 10 or args.eval_samples % 10:
+        parser.error("--iterations and --batch must be >= 1, --eval-samples a positive multiple of 10")
+    if args.quick and args.out is None:
+        parser.error("--quick writes a throw-away model: give it an --out folder")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+def autograd_blocks(diffusion_model: Any) -> dict[str, Any]:
+    """``transformer_options`` that run every block through SODA's block program at full compute: the values of
+    ComfyUI's own block forward (checked by ``check_exact``) without its in-place adds."""
+    from comfyui_soda.nodes.patching import resolve_ops
+    from comfyui_soda.soda_core.adapters import adapter_for
+    from comfyui_soda.soda_core.adapters.base import BlockStep
+    from comfyui_soda.soda_core.tokens import TokenLayout
+
+    adapter = adapter_for(diffusion_model)
+    ops = resolve_ops(adapter)
+    replace = {}
+    for attribute, kind in adapter.block_lists:
+        program = adapter.programs[kind]
+        for index, block in enumerate(getattr(diffusion_model, attribute)):
+
+            def run(args: dict[str, Any], extra: dict[str, Any], block: Any = block, program: Any = program) -> Any:
+                step = BlockStep(dict.fromkeys(program.modules, 1.0), {}, TokenLayout(0, 0), ops)
+                return program.run(block, args, step)
+
+            replace[(kind, index)] = run
+    return {"patches_replace": {"dit": replace}}
+
+
+def check_exact(model: Any, options: dict[str, Any], x: Any, sigma: Any, context: Any, pooled: Any) -> None:
+    """The training forward equals ComfyUI's: same block outputs, and ``apply_model`` denoises as x - sigma * v."""
+    import torch
+
+    with torch.no_grad():
+        own = model.diffusion_model(x, sigma, context, y=pooled)
+        trained = model.diffusion_model(x, sigma, context, y=pooled, transformer_options=options)
+        denoised = model.apply_model(x, sigma, c_crossattn=context, y=pooled)
+    if not torch.equal(own, trained):
+        raise RuntimeError("the autograd-safe blocks differ from ComfyUI's own forward; training would not be exact")
+    if not torch.allclose(denoised, x - sigma[:, None, None, None] * own, atol=1e-5):
+        raise RuntimeError("ComfyUI's Flux no longer denoises as x - sigma * v; the training target would be wrong")
+
+
+def build_model(seed: int) -> Any:
+    """The Flux model (``comfy.model_base.Flux``) with seeded weights and adaLN-Zero modulation / final layer."""
+    import torch
+
+    from comfyui_soda.nodes.reference_model import build_flux_patcher
+
+    model = build_flux_patcher(UNET_CONFIG, seed).model
+    with torch.no_grad():
+        for name, parameter in model.diffusion_model.named_parameters():
+            if any(part in name for part in ZERO_INIT) and not name.endswith("norm.weight"):
+                parameter.zero_()
+    return model
+
+
+def train_classifier(args: argparse.Namespace, gray: Any, labels: Any) -> tuple[Any, dict[str, Any]]:
+    """The digits classifier on a fixed 80 % of the data (random shifts, light noise), judged on the other 20 %."""
+    import torch
+
+    from benchmarks.digits import DigitClassifier, shift
+
+    generator = torch.Generator().manual_seed(args.seed)
+    order = torch.randperm(len(labels), generator=generator)
+    split = int(0.8 * len(labels))
+    train, test = order[:split], order[split:]
+    torch.manual_seed(args.seed)  # PyTorch's default initialisation draws from the global generator
+    model = DigitClassifier()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.classifier_epochs * math.ceil(split / 128))
+    for _epoch in range(args.classifier_epochs):
+        for batch in torch.randperm(split, generator=generator).split(128):
+            images = shift(gray[train[batch]], generator)
+            images = (images + 0.05 * torch.randn(images.shape, generator=generator)).clamp(0, 1)
+            loss = torch.nn.functional.cross_entropy(model(images), labels[train[batch]])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(gray[test]).argmax(-1) == labels[test]).float().mean())
+    logger.info("classifier: held-out accuracy %.2f %% on %d real digits", 100 * accuracy, len(test))
+    return model, {"held_out_accuracy": accuracy, "held_out": len(test), "trained_on": split}
+
+
+def lr_at(args: argparse.Namespace, step: int) -> float:
+    warmup = min(200, args.iterations // 10 + 1)
+    if step < warmup:
+        return args.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(args.iterations - warmup, 1)
+    return args.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_generator(args: argparse.Namespace, model: Any, gray: Any, labels: Any) -> dict[str, Any]:
+    """Rectified flow: x_s = (1 - s) x0 + s eps, the model predicts v = eps - x0 at timestep s (ComfyUI's Flux
+    convention: ``denoised = x - s * v``); s = ComfyUI's shifted sigma of a logit-normal time (as SD3 trains)."""
+    import torch
+
+    from benchmarks.digits import captions, encode, shift
+    from comfyui_soda.nodes.reference_model import encode_captions, encode_text
+
+    widths = UNET_CONFIG["context_in_dim"], UNET_CONFIG["vec_in_dim"]
+    cond = encode_captions(captions(), *widths)[0]
+    context, pooled = cond[0], cond[1]["pooled_output"]  # (10, 2, C), (10, P)
+    empty, empty_pooled = encode_text("", *widths)
+    empty = empty.expand(1, context.shape[1], -1)  # ComfyUI repeats a shorter uncond to the cond's length
+    diffusion_model, sampling = model.diffusion_model, model.model_sampling
+    options = autograd_blocks(diffusion_model)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    probe = encode(model.latent_format, gray[:4]), sampling.sigma(torch.rand(4, generator=generator))
+    check_exact(model, options, *probe, context[labels[:4]], pooled[labels[:4]])
+    ema = {k: v.detach().clone() for k, v in diffusion_model.state_dict().items()}
+    optimizer = torch.optim.AdamW(diffusion_model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    losses: list[float] = []
+    started = time.perf_counter()
+    diffusion_model.train()
+    for step in range(args.iterations):
+        index = torch.randint(0, len(labels), (args.batch,), generator=generator)
+        x0 = encode(model.latent_format, shift(gray[index], generator))  # (B, 16, 16, 16) model space
+        noise = torch.randn(x0.shape, generator=generator)
+        sigma = sampling.sigma(torch.sigmoid(torch.randn(args.batch, generator=generator)))  # (B,) logit-normal
+        drop = torch.rand(args.batch, generator=generator) < 0.1  # caption dropout: "" for CFG
+        ctx = torch.where(drop[:, None, None], empty, context[labels[index]])  # (B, 2, C)
+        vec = torch.where(drop[:, None], empty_pooled, pooled[labels[index]])  # (B, P)
+        s = sigma[:, None, None, None]
+        v = diffusion_model((1 - s) * x0 + s * noise, sigma, ctx, y=vec, transformer_options=options)
+        loss = (v - (noise - x0)).square().mean()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(args, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(diffusion_model.parameters(), 1.0)
+        optimizer.step()
+        decay = min(EMA_DECAY, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for k, value in diffusion_model.state_dict().items():
+                ema[k].lerp_(value, 1.0 - decay)
+        losses.append(float(loss.detach()))
+        if step % 200 == 0 or step == args.iterations - 1:
+            elapsed, recent = time.perf_counter() - started, sum(losses[-200:]) / len(losses[-200:])
+            left = elapsed / (step + 1) * (args.iterations - step - 1)
+            logger.info(
+                "generator: step %d/%d, loss %.4f (%.0f s, ~%.0f s left)",
+                step + 1,
+                args.iterations,
+                recent,
+                elapsed,
+                left,
+            )
+    diffusion_model.eval()
+    diffusion_model.load_state_dict(ema)
+    return {"loss_last_200": sum(losses[-200:]) / len(losses[-200:]), "seconds": time.perf_counter() - started}
+
+
+# ------------------------------------------------------------------------------------------------------ output
+
+
+def metadata(args: argparse.Namespace) -> dict[str, str]:
+    from benchmarks.digits import captions
+
+    training = {"data": "scikit-learn digits, 16x16", "iterations": args.iterations, "batch": args.batch}
+    training.update({"lr": args.lr, "seed": args.seed, "caption_dropout": 0.1, "ema": EMA_DECAY})
+    return {
+        "soda.model_family": "flux",
+        "soda.unet_config": json.dumps(UNET_CONFIG, sort_keys=True),
+        "soda.classes": json.dumps(captions()),
+        "soda.training": json.dumps(training, sort_keys=True),
+        "soda.description": "SODA reference model: a small Flux-architecture DiT (hidden 128, 2 heads, 2 double + 4 "
+        "single blocks) trained on handwritten digits (scikit-learn's digits, 16x16 latents) by "
+        "scripts/train_reference_model.py; caption 'digit N' draws N. Weights: EMA, float16.",
+        "soda.format_version": "1",
+    }
+
+
+def serialize(state_dict: dict[str, Any], meta: dict[str, str]) -> bytes:
+    """safetensors bytes with a canonical header (``safetensors.torch.save`` writes ``__metadata__`` in hash-map
+    order): metadata keys sorted, tensors in data-offset order, compact JSON padded to 8 bytes as safetensors pads."""
+    from safetensors.torch import save
+
+    raw: bytes = save(state_dict, metadata=meta)
+    header_len = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + header_len])
+    canonical = {"__metadata__": dict(sorted(header.pop("__metadata__").items()))}
+    canonical.update(sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]))
+    encoded = json.dumps(canonical, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    return struct.pack("<Q", len(encoded)) + encoded + raw[8 + header_len :]
+
+
+def evaluate(
+    args: argparse.Namespace, model_path: Path, classifier_path: Path, grid_path: Path
+) -> list[dict[str, Any]]:
+    """Load the saved model with the pack's loader, sample ``eval_samples`` digits at full compute (one run per cfg
+    of ``EVAL_CFGS``, same noise) and judge them."""
+    import comfy.sample
+    import torch
+
+    from benchmarks.digits import Judge, captions, to_gray
+    from comfyui_soda.nodes.reference_model import encode_captions, latent_preview_rgb, load_reference_model
+
+    patcher = load_reference_model(model_path)
+    config = patcher.model.model_config.unet_config
+    labels = torch.arange(args.eval_samples) % 10
+    positive = encode_captions([captions()[c] for c in labels], config["context_in_dim"], config["vec_in_dim"])
+    negative = encode_captions([""] * len(labels), config["context_in_dim"], config["vec_in_dim"])
+    latent = torch.zeros(len(labels), 16, 16, 16)
+    noise = comfy.sample.prepare_noise(latent, EVAL["seed"])
+    judge, results = Judge(classifier_path), []
+    for cfg in EVAL_CFGS:
+        started = time.perf_counter()
+        samples = comfy.sample.sample(
+            patcher, noise, EVAL["steps"], cfg, EVAL["sampler"], EVAL["scheduler"], positive, negative, latent,
+            seed=EVAL["seed"], disable_pbar=True,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        gray = to_gray(latent_preview_rgb(patcher.model.latent_format, samples, 1))  # (N, 16, 16)
+        scores = judge.evaluate(gray, labels)
+        logger.info(
+            "cfg %g: %.1f %% recognised as their digit, FID-style %.2f", cfg, 100 * scores["accuracy"], scores["fid"]
+        )
+        if not results:
+            draw_grid(gray, labels, grid_path, cfg)
+        results.append({**EVAL, "cfg": cfg, "samples": len(labels), "sampling_seconds": seconds, **scores})
+    return results
+
+
+def draw_grid(gray: Any, labels: Any, path: Path, cfg: float) -> None:
+    """Rows = digits 0-9, columns = the first (up to) 10 samples of each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    columns = min(10, len(labels) // 10)
+    rows = [gray[labels == c][:columns] for c in range(10)]  # 10 x (columns, 16, 16)
+    grid = torch.cat([torch.cat(list(row), dim=1) for row in rows], dim=0)  # (160, 16*columns)
+    fig, ax = plt.subplots(figsize=(0.5 * columns + 1.2, 5.6))
+    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks([16 * c + 7.5 for c in range(10)], [f"digit {c}" for c in range(10)], fontsize=8)
+    ax.set_xticks([])
+    ax.set_title(f"SODA reference model, full compute\n(20 steps euler, cfg {cfg:g})", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    register_pack()
+    import_comfy()
+    import torch
+
+    from benchmarks.digits import CLASSIFIER_FILE, load_images, save_classifier
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = args.out.resolve() if args.out else None
+    model_path = out / MODEL_FILE.name if out else MODEL_FILE
+    classifier_path = out / CLASSIFIER_FILE.name if out else CLASSIFIER_FILE
+    report_path = out / REPORT_FILE.name if out else REPORT_FILE
+    grid_path = out / GRID_FILE.name if out else GRID_FILE
+    if args.check:
+        model_path, classifier_path = (
+            p.with_name(p.stem + ".check" + p.suffix) for p in (model_path, classifier_path)
+        )
+    started = time.perf_counter()
+
+    gray, labels = load_images()
+    classifier, classifier_report = train_classifier(args, gray, labels)
+    with torch.no_grad():
+        real_features = classifier.features(gray)
+    save_classifier(classifier, real_features, classifier_path, {"soda.description": "digits classifier"})
+
+    model = build_model(args.seed)
+    training = train_generator(args, model, gray, labels)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.diffusion_model.state_dict().items()}
+    data = serialize(state, metadata(args))
+    if len(data) > MAX_BYTES:
+        raise SystemExit(f"error: {len(data)} bytes is over the {MAX_BYTES}-byte budget")
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    model_path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    logger.info("wrote %s: %s bytes, sha256 %s", model_path, f"{len(data):,}", digest)
+
+    if args.check:
+        same = [
+            p.read_bytes() == p.with_name(p.name.replace(".check", "")).read_bytes()
+            for p in (model_path, classifier_path)
+        ]
+        for p in (model_path, classifier_path):
+            p.unlink()
+        logger.info("check: model %s, classifier %s", *("identical" if s else "DIFFERENT" for s in same))
+        return 0 if all(same) else 1
+
+    started_eval = time.perf_counter()
+    samples = evaluate(args, model_path, classifier_path, grid_path)
+    report = {
+        "command": "python scripts/train_reference_model.py" + ("" if argv is None else " " + " ".join(argv)),
+        "unet_config": UNET_CONFIG,
+        "parameters": sum(v.numel() for v in state.values()),
+        "model_bytes": len(data),
+        "model_sha256": digest,
+        "threads": args.threads,
+        "classifier": classifier_report,
+        "generator": training,
+        "full_compute_samples": samples,
+        "evaluation_seconds": time.perf_counter() - started_eval,
+        "total_seconds": time.perf_counter() - started,
+    }
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    logger.info("done in %.1f min; report %s", report["total_seconds"] / 60, report_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

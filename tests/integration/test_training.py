@@ -1,0 +1,57 @@
+"""scripts/train_reference_model.py on a few iterations: it writes a loadable model, the classifier and a report,
+and a second run gives the same bytes (``--check``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "train_reference_model.py"
+
+
+def _train(*args: str, quick: bool = True) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(SCRIPT), *(["--quick"] if quick else []), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def trained(comfy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    done = _train("--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_quick_training_writes_a_model_the_loader_takes(trained):
+    from comfyui_soda.nodes.reference_model import load_reference_model
+
+    patcher = load_reference_model(trained / "soda_reference_digits.safetensors")
+    assert patcher.model.soda_classes == tuple(f"digit {c}" for c in range(10))
+    report = json.loads((trained / "reference_training.json").read_text())
+    assert [r["cfg"] for r in report["full_compute_samples"]] == [1.0, 1.5]
+    for result in report["full_compute_samples"]:
+        assert result["samples"] == 20 and 0.0 <= result["accuracy"] <= 1.0
+    assert report["classifier"]["held_out"] > 300
+    assert (trained / "digits_classifier.safetensors").is_file()
+    assert (trained / "reference_samples.png").stat().st_size > 1000
+
+
+def test_training_is_reproducible(trained):
+    done = _train("--out", str(trained), "--check")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "model identical, classifier identical" in done.stderr
+
+
+def test_bad_arguments_are_refused():
+    done = _train("--eval-samples", "15", quick=False)
+    assert done.returncode == 2 and "multiple of 10" in done.stderr
+    done = _train()  # --quick needs a scratch folder: it must never overwrite the shipped model
+    assert done.returncode == 2 and "--out" in done.stderr
