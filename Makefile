@@ -29,6 +29,7 @@ format: setup
 
 bench: setup
 	$(PYTHON) benchmarks/run.py
+	$(PYTHON) benchmarks/overhead.py
 
 clean:
 	rm -rf outputs .runtime/demo-base

@@ -90,3 +90,93 @@ def wall_bound(full_step_seconds: float, fixed_seconds: float, flops_speedup: fl
     """Wall speed-up a schedule with ``flops_speedup`` reaches if every step also pays ``fixed_seconds``."""
     variable = max(full_step_seconds - fixed_seconds, 0.0)
     return full_step_seconds / (fixed_seconds + variable / flops_speedup)
+
+
+def psnr_at(methods: list[dict[str, Any]], family: str, speedup: float, key: str, tolerance: float = 0.05) -> Any:
+    """A family's PSNR at ``speedup`` (on the axis ``key``: ``speedup_wall`` or ``flops_speedup``).
+
+    The best point within ``±tolerance`` of it, else the linear interpolation between the family's nearest points
+    on either side (``"interpolated"``), else None (the family does not reach that speed-up)."""
+    points = sorted(
+        (m[key], m["fidelity"]["psnr"], m["name"])
+        for m in methods
+        if m["family"] == family and m.get(key) and (m.get("fidelity") or {}).get("psnr") is not None
+    )
+    near = [p for p in points if abs(p[0] / speedup - 1.0) <= tolerance]
+    if near:
+        best = max(near, key=lambda p: p[1])
+        return {"psnr": best[1], "speedup": best[0], "method": best[2], "how": "measured"}
+    below = [p for p in points if p[0] < speedup]
+    above = [p for p in points if p[0] > speedup]
+    if not below or not above:
+        return None
+    (x0, y0, n0), (x1, y1, n1) = below[-1], above[0]
+    value = y0 + (y1 - y0) * (speedup - x0) / (x1 - x0)
+    return {"psnr": value, "speedup": speedup, "method": f"{n0} .. {n1}", "how": "interpolated"}
+
+
+def matched_speedups(
+    methods: list[dict[str, Any]],
+    families: tuple[str, ...],
+    rivals: tuple[str, ...],
+    speedups: tuple[float, ...] = (2.0, 3.0),
+) -> list[dict[str, Any]]:
+    """Per speed-up and axis: each family's PSNR (``psnr_at``) and SODA's margin over the best of ``rivals``
+    (the other methods; SODA's own ablations are shown but are not rivals)."""
+    rows = []
+    for key in ("speedup_wall", "flops_speedup"):
+        for speedup in speedups:
+            values = {family: psnr_at(methods, family, speedup, key) for family in families}
+            soda = values.get("SODA")
+            others = [(v["psnr"], f) for f, v in values.items() if f in rivals and v is not None]
+            best_other = max(others) if others else None
+            rows.append(
+                {
+                    "axis": key,
+                    "speedup": speedup,
+                    "families": values,
+                    "best_other": None if best_other is None else {"family": best_other[1], "psnr": best_other[0]},
+                    "soda_margin_db": None if soda is None or best_other is None else soda["psnr"] - best_other[0],
+                }
+            )
+    return rows
+
+
+def _soda(methods: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
+    return next((m for m in methods if m["family"] == "SODA" and m["params"].get("target") == target), None)
+
+
+def targets(run: dict[str, Any], judged: bool, matched: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets that this run can check, each with the measured value and whether it is met."""
+    methods, base = run["methods"], run["baseline"]
+    rows = []
+    for m in methods:
+        if m["family"] == "SODA" and m.get("flops_speedup"):
+            target = m["params"]["target"]
+            error = m["flops_speedup"] / target - 1.0
+            rows.append(_row(f"FLOPs ratio within 3 % of the {target:g}x target", f"{error:+.2%}", abs(error) <= 0.03))
+    profiling = (run.get("profile") or {}).get("seconds")
+    if profiling:
+        runs = profiling / base["wall_seconds"]
+        rows.append(_row("profiling costs <= 3 full sampling runs", f"{runs:.2f} runs ({profiling:.1f} s)", runs <= 3))
+    soda2 = _soda(methods, 2.0)
+    if soda2 and soda2.get("wall_over_flops"):
+        value = soda2["wall_over_flops"]
+        rows.append(_row("wall speed-up >= 0.85 x FLOPs speed-up at 2x", f"{value:.2f}", value >= 0.85))
+    if judged and soda2 and soda2.get("judged") and base.get("judged"):
+        gap = 100 * (base["judged"]["accuracy"] - soda2["judged"]["accuracy"])
+        text = f"{100 * soda2['judged']['accuracy']:.1f} % vs {100 * base['judged']['accuracy']:.1f} % ({gap:+.1f})"
+        rows.append(_row("classifier accuracy within 2 points of full compute at 2x", text, gap <= 2.0))
+    if judged:
+        for row in matched:
+            axis = "wall" if row["axis"] == "speedup_wall" else "FLOPs"
+            margin = row["soda_margin_db"]
+            rival = row["best_other"]
+            text = "–" if margin is None else f"{margin:+.2f} dB vs {rival['family']}"
+            name = f"PSNR >= 2 dB above every other method at {row['speedup']:g}x ({axis} speed-up)"
+            rows.append(_row(name, text, None if margin is None else margin >= 2.0))
+    return rows
+
+
+def _row(name: str, value: str, met: bool | None) -> dict[str, Any]:
+    return {"target": name, "measured": value, "met": met}

@@ -1,13 +1,16 @@
 """One benchmark setting at one step count: profile, plan, count FLOPs, then interleaved timed repeats.
 
-Order of work (all in this process, on the same ModelPatcher, with identical seed, noise and conditioning):
+Order of work (all in this process, on the same ModelPatcher, with identical seeds, noise and conditioning):
   1. a 2-step warm-up run;
-  2. SODA profiles (token score ``mean``, and ``abs_mean`` for its ablation), each one full-compute run;
-  3. every method is built (plans are made here) and FlopCounterMode counts one run of full compute and of each
-     non-SODA method (SODA's runtime counts its own runs);
-  4. ``repeats`` rounds; each round runs full compute first, then every other method, in an order rotated from
-     round to round, so drift of the machine spreads over all methods.
-Fidelity compares each method's final latent with full compute's (first timed run of each).
+  2. SODA profiles (token score ``mean``, and ``abs_mean`` for its ablation), each one full-compute run on the
+     setting's calibration seed (``profile_seed``: other noise than the runs it is judged on);
+  3. every method is built (plans are made here) and FlopCounterMode counts one run (repeat 0) of full compute and
+     of each method SODA's runtime does not count (EasyCache, LazyCache);
+  4. ``repeats`` rounds; round ``r`` samples repeat ``r``'s noise with every method, full compute first, then the
+     others in an order rotated from round to round, so drift of the machine spreads over all methods.
+Fidelity compares each method's final latents with full compute's of the same repeats: of repeat 0 when every
+repeat has the same noise, of all repeats' samples together when each has its own (``distinct_repeats``). Judged
+settings also score those samples with the digits classifier (accuracy, FID-style distance).
 """
 
 from __future__ import annotations
@@ -21,8 +24,21 @@ from typing import Any
 import torch
 
 from . import analysis
-from .measure import Context, PeakRss, Sample, count_flops, fidelity, sample
-from .methods import Method, SkipLog, external_methods, full_method, soda_methods
+from .measure import Context, PeakRss, Sample, count_flops, fidelity, preview, sample
+from .methods import (
+    ABLATION,
+    EASYCACHE,
+    FAMILIES,
+    FORA,
+    LAZYCACHE,
+    TOCA,
+    Method,
+    SkipLog,
+    baseline_methods,
+    external_methods,
+    full_method,
+    soda_methods,
+)
 from .settings import Built, Setting
 
 
@@ -34,7 +50,8 @@ def _profile(model: Any, ctx: Context, setting: Setting, score: str) -> tuple[An
     from comfyui_soda.soda_core.profiler import ProfileConfig
     from comfyui_soda.soda_core.tokens import TokenScore
 
-    settings = SamplingSettings(ctx.seed, ctx.steps, ctx.cfg, ctx.sampler, ctx.scheduler)
+    seed = ctx.seed if setting.profile_seed is None else setting.profile_seed
+    settings = SamplingSettings(seed, ctx.steps, ctx.cfg, ctx.sampler, ctx.scheduler)
     config = ProfileConfig(max_distance=setting.max_distance, score=TokenScore(score))
     start = time.perf_counter()
     profile, _ = profile_model(model, ctx.positive, ctx.negative, {"samples": ctx.latent}, settings, config)
@@ -66,7 +83,7 @@ def _timed_rounds(methods: list[Method], ctx: Context, repeats: int) -> _Runs:
     for r in range(repeats):
         shift = (r * len(others)) // max(repeats, 1)
         for method in [full, *others[shift:], *others[:shift]]:
-            result = sample(method.model, ctx)
+            result = sample(method.model, ctx, r)
             runs.add(method, result)
             done += 1
             eta = (time.perf_counter() - started) / done * (total - done)
@@ -108,7 +125,21 @@ def _soda_figures(method: Method, reports: list[Any], profile: Any, step_seconds
     }
 
 
+def _judged(setting: Setting, latent_format: Any, latents: torch.Tensor) -> dict[str, float]:
+    """Digits classifier on the decoded samples: share recognised as their condition, FID-style distance."""
+    from .digits import Judge, to_gray
+
+    labels = torch.tensor(setting.labels).repeat(latents.shape[0] // len(setting.labels))
+    return Judge().evaluate(to_gray(preview(latent_format, latents)), labels)
+
+
+def _latents(setting: Setting, samples: list[Sample]) -> torch.Tensor:
+    """The final latents fidelity is measured on: every repeat's (distinct noise) or repeat 0's (same noise)."""
+    return torch.cat([s.latent for s in samples]) if setting.distinct_repeats else samples[0].latent
+
+
 def _figures(
+    setting: Setting,
     method: Method,
     runs: _Runs,
     counted: dict[str, tuple[float, torch.Tensor, tuple[int, int] | None]],
@@ -117,6 +148,11 @@ def _figures(
     latent_format: Any,
 ) -> dict[str, Any]:
     samples = runs.samples[method.name]
+    # with the same noise in every repeat, the repeats must agree to the bit; with distinct noise only the
+    # FlopCounterMode run of repeat 0 can be compared (below)
+    deterministic = (
+        None if setting.distinct_repeats else all(torch.equal(samples[0].latent, s.latent) for s in samples)
+    )
     seconds = [s.seconds for s in samples]
     step_seconds = analysis.median_steps([s.step_seconds for s in samples])
     step_min = analysis.min_steps([s.step_seconds for s in samples])
@@ -133,7 +169,7 @@ def _figures(
         "wall_seconds_step_min": sum(step_min),
         "load": [s.load for s in samples],
         "peak_rss_mb": _median([s.peak_rss_mb for s in samples]),
-        "deterministic": all(torch.equal(samples[0].latent, s.latent) for s in samples[1:]),
+        "deterministic": deterministic,
         "predicted_flops_speedup": method.predicted_flops_speedup,
         "notes": method.notes,
     }
@@ -142,7 +178,7 @@ def _figures(
     elif method.name in counted:
         flops, latent, skips = counted[method.name]
         out.update({"flops": flops, "flops_source": "FlopCounterMode"})
-        out["deterministic"] = out["deterministic"] and torch.equal(latent, samples[0].latent)
+        out["deterministic"] = (deterministic is not False) and torch.equal(latent, samples[0].latent)
         if skips is not None:
             out["full_steps"] = skips[1] - skips[0]
     if baseline:
@@ -152,7 +188,10 @@ def _figures(
         out["flops_speedup"] = baseline["flops"] / out["flops"] if out.get("flops") else None
         if out["flops_speedup"]:
             out["wall_over_flops"] = out["speedup_wall"] / out["flops_speedup"]
-        out["fidelity"] = fidelity(latent_format, baseline["latent"], samples[0].latent)
+        out["fidelity"] = fidelity(latent_format, baseline["latent"], _latents(setting, samples))
+    out["samples"] = int(_latents(setting, samples).shape[0])
+    if setting.judged:
+        out["judged"] = _judged(setting, latent_format, _latents(setting, samples))
     return out
 
 
@@ -166,7 +205,7 @@ def run(setting: Setting, built: Built, steps: int) -> dict[str, Any]:
     abs_profile, abs_seconds = _profile(model, ctx, setting, "abs_mean")
     skipped: list[dict[str, Any]] = []
     methods = [full_method(model), *soda_methods(setting, model, profile, abs_profile, skipped)]
-    methods += external_methods(setting, model)
+    methods += baseline_methods(setting, model, profile) + external_methods(setting, model)
     logger.info("bench: %d methods x %d repeats at %d steps", len(methods), setting.repeats, steps)
 
     skip_log, counted = SkipLog(), {}
@@ -191,21 +230,27 @@ def run(setting: Setting, built: Built, steps: int) -> dict[str, Any]:
         "cpu_seconds": _median([s.cpu_seconds for s in full_samples]),
         "wall_seconds_step_min": sum(analysis.min_steps([s.step_seconds for s in full_samples])),
         "flops": counted[methods[0].name][0],
-        "latent": full_samples[0].latent,
+        "latent": _latents(setting, full_samples),
     }
-    baseline = _figures(methods[0], runs, counted, {}, profile, latent_format)
+    baseline = _figures(setting, methods[0], runs, counted, {}, profile, latent_format)
     baseline["full_steps"] = steps
-    results = [_figures(m, runs, counted, baseline_core, profile, latent_format) for m in methods[1:]]
+    results = [_figures(setting, m, runs, counted, baseline_core, profile, latent_format) for m in methods[1:]]
     soda_full = [r["runtime_full_flops"] for r in results if r.get("runtime_full_flops")]
     baseline["runtime_full_flops"] = soda_full[0] if soda_full else None
     fit = analysis.step_time_fit([r for r in results if r["kind"] == "soda"])
+    matched = analysis.matched_speedups(
+        results, tuple(f for f in FAMILIES if f != ABLATION), rivals=(FORA, TOCA, EASYCACHE, LAZYCACHE)
+    )
     return {
         "steps": steps,
         "sampler": ctx.sampler,
         "scheduler": ctx.scheduler,
         "cfg": ctx.cfg,
         "seed": ctx.seed,
+        "seeds": ctx.seeds,
+        "profile_seed": ctx.seed if setting.profile_seed is None else setting.profile_seed,
         "repeats": setting.repeats,
+        "samples": baseline["samples"],
         "latent_shape": list(ctx.latent.shape),
         "image_tokens": profile.meta.get("image_tokens"),
         "text_tokens": profile.meta.get("text_tokens"),
@@ -220,6 +265,12 @@ def run(setting: Setting, built: Built, steps: int) -> dict[str, Any]:
         "methods": results,
         "skipped": skipped,
         "step_time_fit": fit,
+        "matched": matched,
+        "targets": analysis.targets(
+            {"methods": results, "baseline": baseline, "profile": {"seconds": profile_seconds}},
+            setting.judged,
+            matched,
+        ),
         "rss_method": PeakRss.method,
         "seconds": time.perf_counter() - started,
     }

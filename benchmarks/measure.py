@@ -30,27 +30,36 @@ from .env import load_average
 
 @dataclass
 class Context:
-    """Everything identical across methods: seed, noise, latent, conditioning, sampler."""
+    """Everything identical across methods: seeds, noise, latent, conditioning, sampler.
+
+    ``seeds[r]`` is the noise seed of timed repeat ``r``: one seed for every repeat (the runs of a method must be
+    bit-identical), or a new seed per repeat (``distinct_repeats``: more samples for the fidelity figures)."""
 
     steps: int
     cfg: float
     sampler: str
     scheduler: str
-    seed: int
+    seeds: list[int]
     positive: Any
     negative: Any
     latent: torch.Tensor
-    noise: torch.Tensor
 
     @classmethod
     def create(cls, model: Any, setting: Any, steps: int, positive: Any, negative: Any) -> Context:
         import comfy.sample
 
         latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros(setting.latent_shape))
-        noise = comfy.sample.prepare_noise(latent, setting.seed)
-        return cls(
-            steps, setting.cfg, setting.sampler, setting.scheduler, setting.seed, positive, negative, latent, noise
-        )
+        seeds = [setting.seed + (r if setting.distinct_repeats else 0) for r in range(setting.repeats)]
+        return cls(steps, setting.cfg, setting.sampler, setting.scheduler, seeds, positive, negative, latent)
+
+    @property
+    def seed(self) -> int:
+        return self.seeds[0]
+
+    def noise(self, repeat: int = 0) -> torch.Tensor:
+        import comfy.sample
+
+        return comfy.sample.prepare_noise(self.latent, self.seeds[repeat])
 
 
 @dataclass
@@ -112,12 +121,12 @@ class PeakRss:
 # ----------------------------------------------------------------------------------------------------- sampling
 
 
-def _sample(model: Any, ctx: Context, callback: Any) -> torch.Tensor:
+def _sample(model: Any, ctx: Context, callback: Any, repeat: int = 0) -> torch.Tensor:
     import comfy.sample
 
     return comfy.sample.sample(
         model,
-        ctx.noise,
+        ctx.noise(repeat),
         ctx.steps,
         ctx.cfg,
         ctx.sampler,
@@ -128,12 +137,12 @@ def _sample(model: Any, ctx: Context, callback: Any) -> torch.Tensor:
         denoise=1.0,
         callback=callback,
         disable_pbar=True,
-        seed=ctx.seed,
+        seed=ctx.seeds[repeat],
     )
 
 
-def sample(model: Any, ctx: Context) -> Sample:
-    """One timed sampling run."""
+def sample(model: Any, ctx: Context, repeat: int = 0) -> Sample:
+    """One timed sampling run (of repeat ``repeat``'s noise)."""
     marks: list[float] = []
 
     def callback(step: int, x0: torch.Tensor, x: torch.Tensor, total: int) -> None:
@@ -144,7 +153,7 @@ def sample(model: Any, ctx: Context) -> Sample:
     rss.start()
     cpu = time.process_time()
     start = time.perf_counter()
-    latent = _sample(model, ctx, callback)
+    latent = _sample(model, ctx, callback, repeat)
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu
     peak = rss.stop()
@@ -173,12 +182,18 @@ def sigmas_of(model: Any, ctx: Context) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------- fidelity
 
 
-def fidelity(latent_format: Any, reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, Any]:
+def preview(latent_format: Any, latent: torch.Tensor) -> torch.Tensor:
+    """The latent preview decode, one pixel per latent pixel: IMAGE (B, H, W, 3)."""
     from comfyui_soda.nodes.reference_model import latent_preview_rgb
+
+    return latent_preview_rgb(latent_format, latent, 1)
+
+
+def fidelity(latent_format: Any, reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, Any]:
+    """PSNR, SSIM of the previews and relative L2 of the latents, over the whole batch (all samples)."""
     from comfyui_soda.soda_core.metrics import psnr, relative_l2, ssim
 
-    ref_image = latent_preview_rgb(latent_format, reference, 1)
-    image = latent_preview_rgb(latent_format, candidate, 1)
+    ref_image, image = preview(latent_format, reference), preview(latent_format, candidate)
     identical = bool(torch.equal(reference, candidate))
     value = psnr(ref_image, image)
     return {

@@ -1,8 +1,10 @@
-"""What is compared: full compute, SODA (targets, cache only, uniform schedules, ablations), EasyCache, LazyCache.
+"""What is compared: full compute; SODA at each target, its ablations (cache only, evenly spread full steps, and
+three open choices); the paper's baselines FORA (static interval cache) and ToCa (token cache) as SODA schedules;
+ComfyUI core's EasyCache and LazyCache.
 
-Every method is a patched clone of the same ModelPatcher, made the way a workflow makes it: SODA through the
-``SODAModelPatch`` node's ``execute`` with a plan from ``plan_schedule``; EasyCache and LazyCache through ComfyUI
-core's node classes (``comfy_extras.nodes_easycache``).
+Every method is a patched clone of the same ModelPatcher, made the way a workflow makes it: SODA and the baselines
+through the ``SODAModelPatch`` node's ``execute`` (baselines with a fixed schedule, ``soda_core.baselines``);
+EasyCache and LazyCache through ComfyUI core's node classes (``comfy_extras.nodes_easycache``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ logger = logging.getLogger(__name__)
 FULL = "full compute"
 SODA = "SODA"
 CACHE_ONLY = "SODA cache only"
-UNIFORM = "uniform interval"
+SODA_UNIFORM = "SODA uniform schedule"
 ABLATION = "SODA ablation"
+FORA = "FORA (static cache)"
+TOCA = "ToCa (token cache)"
 EASYCACHE = "EasyCache"
 LAZYCACHE = "LazyCache"
-FAMILIES = (SODA, CACHE_ONLY, UNIFORM, ABLATION, EASYCACHE, LAZYCACHE)
+FAMILIES = (SODA, CACHE_ONLY, SODA_UNIFORM, ABLATION, FORA, TOCA, EASYCACHE, LAZYCACHE)
+SODA_FAMILIES = (SODA, CACHE_ONLY, SODA_UNIFORM, ABLATION)  # planned by SODA from the profile
 
 
 @dataclass
@@ -73,35 +78,46 @@ def _planned(
     )
 
 
-def _uniform(model: Any, profile: Any, interval: int) -> Method:
+def _fixed(model: Any, profile: Any, schedule: Any, name: str, family: str, params: dict[str, Any]) -> Method:
+    """A baseline's fixed schedule on SODA's runtime (FLOPs predicted with the profile's FlopModel)."""
     from comfyui_soda.soda_core.api import SodaPlan
     from comfyui_soda.soda_core.planner import PlanConfig, schedule_flops
-    from comfyui_soda.soda_core.schedule import Schedule
 
-    schedule = Schedule.uniform(profile.layout, profile.sigmas, interval)
     flops = profile.flops
     predicted = schedule.steps * flops.step_full / schedule_flops(flops, schedule.anchors, schedule.recompute)
-    return Method(
-        f"uniform every {interval}",
-        UNIFORM,
-        "soda",
-        {"interval": interval},
-        _patch(model, SodaPlan(schedule, profile, PlanConfig())),
-        schedule,
-        predicted,
-        notes=list(schedule.notes),
-    )
+    patched = _patch(model, SodaPlan(schedule, profile, PlanConfig()))
+    return Method(name, family, "soda", params, patched, schedule, predicted, notes=list(schedule.notes))
+
+
+def baseline_methods(setting: Setting, model: Any, profile: Any) -> list[Method]:
+    """FORA: a full step every n steps, pure reuse between; ToCa: MLP fresh tokens between (ToCa's FLUX ratios)."""
+    from comfyui_soda.soda_core import baselines
+    from comfyui_soda.soda_core.schedule import Schedule
+
+    layout, sigmas = profile.layout, profile.sigmas
+    methods = [
+        _fixed(model, profile, Schedule.uniform(layout, sigmas, n), f"FORA every {n}", FORA, {"interval": n})
+        for n in setting.fora_intervals
+        if n <= profile.steps
+    ]
+    for n in setting.toca_intervals:
+        schedule = baselines.toca(layout, sigmas, interval=n)
+        params = {"interval": n, "fresh_ratio": baselines.TOCA_FRESH_RATIO, "first_full": baselines.TOCA_FIRST_FULL}
+        methods.append(_fixed(model, profile, schedule, f"ToCa every {n}", TOCA, params))
+    return methods
 
 
 def soda_methods(
     setting: Setting, model: Any, profile: Any, abs_profile: Any | None, skipped: list[dict[str, Any]]
 ) -> list[Method]:
-    """SODA at every target, cache only, uniform schedules and the ablations at ``setting.ablation_target``."""
+    """SODA at every target, cache only, evenly spread full steps, and the ablations at ``setting.ablation_target``."""
     specs: list[tuple[str, str, dict[str, Any], Any, bool, dict[str, Any]]] = []
     for t in setting.targets:
         specs.append((f"SODA {_x(t)}", SODA, {"target": t}, profile, False, {"target": t}))
     for t in setting.cache_only_targets:
         specs.append((f"SODA cache-only {_x(t)}", CACHE_ONLY, {}, profile, False, {"target": t, "pruning": False}))
+    for t in setting.uniform_targets:
+        specs.append((f"SODA uniform {_x(t)}", SODA_UNIFORM, {}, profile, False, {"target": t, "anchors": "uniform"}))
     t = setting.ablation_target
     ablation = {"target": t}
     specs.append((f"SODA {_x(t)} prune_attention", ABLATION, {"ablation": "prune_attention"}, profile, True, ablation))
@@ -116,9 +132,6 @@ def soda_methods(
         except ValueError as error:
             logger.warning("bench: %s skipped: %s", name, error)
             skipped.append({"name": name, "family": family, "reason": str(error)})
-    for interval in setting.uniform_intervals:
-        if interval <= profile.steps:
-            methods.append(_uniform(model, profile, interval))
     return methods
 
 

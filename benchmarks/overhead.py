@@ -1,4 +1,5 @@
-"""SODA's own costs on the embedded reference model (64x64 latent, 20 steps euler/simple):
+"""SODA's own costs on the embedded reference model (the quick-start workflow's run: 40 digits, 16x16 latents, 20 steps
+euler/simple):
 
 * a schedule that computes every step fully (target 1.0) against the unpatched model: wall time and bit-exactness;
 * profiling (Profile Sensitivity, one calibration run) in units of one full-compute sampling run.
@@ -41,20 +42,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     from comfyui_soda.nodes.reference_model import (
         DEFAULT_MODEL,
         EMBEDDED_MODELS_DIR,
-        encode_text,
+        SODAReferenceClassEncode,
+        SODAReferenceTextEncode,
         load_reference_model,
     )
     from comfyui_soda.nodes.soda import SODAModelPatch, SODAPlanSchedule
     from comfyui_soda.soda_core.profiler import ProfileConfig
 
     model = load_reference_model(EMBEDDED_MODELS_DIR / DEFAULT_MODEL)
-
-    def conditioning(text: str) -> list[list[object]]:
-        cond, pooled = encode_text(text, 256, 256)
-        return [[cond, {"pooled_output": pooled}]]
-
-    positive, negative = conditioning("a red circle above a blue square"), conditioning("")
-    latent = torch.zeros(1, 16, 64, 64)
+    positive = SODAReferenceClassEncode.execute(model, "0-9 0-9 0-9 0-9").args[0]
+    negative = SODAReferenceTextEncode.execute(model, "").args[0]
+    latent = torch.zeros(positive[0][0].shape[0], 16, 16, 16)
     noise = comfy.sample.prepare_noise(latent, 0)
 
     def sample(m: object) -> torch.Tensor:

@@ -8,8 +8,8 @@ from typing import Any
 from .methods import FAMILIES
 
 
-MARKERS = {"SODA": "o", "SODA cache only": "s", "uniform interval": "D", "SODA ablation": "^"}
-MARKERS.update({"EasyCache": "v", "LazyCache": "P"})
+MARKERS = {"SODA": "o", "SODA cache only": "s", "SODA uniform schedule": "X", "SODA ablation": "^"}
+MARKERS.update({"FORA (static cache)": "D", "ToCa (token cache)": "*", "EasyCache": "v", "LazyCache": "P"})
 
 
 def _pyplot() -> Any:

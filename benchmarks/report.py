@@ -44,12 +44,23 @@ def _psnr(method: dict[str, Any]) -> str:
 TABLE_HEADER = (
     "| Method | Full steps | Wall s (median) | Wall speed-up | CPU-time speed-up | Wall speed-up (Σ step min) "
     "| FLOPs speed-up (measured) | FLOPs speed-up (predicted) | Wall / FLOPs | PSNR dB | SSIM | Rel. L2 (latent) "
-    "| Peak RSS Δ MB |\n"
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "| Peak RSS Δ MB |"
 )
+JUDGED_HEADER = " Accuracy | FID-style |"
 
 
-def _row(m: dict[str, Any], steps: int) -> str:
+def _header(judged: bool) -> str:
+    columns = TABLE_HEADER + (JUDGED_HEADER if judged else "")
+    return columns + "\n| --- |" + " ---: |" * (columns.count("|") - 2)
+
+
+def _judged_cells(m: dict[str, Any]) -> str:
+    judged = m.get("judged") or {}
+    accuracy = judged.get("accuracy")
+    return f" {_f(None if accuracy is None else 100 * accuracy, 1, ' %')} | {_f(judged.get('fid'), 3)} |"
+
+
+def _row(m: dict[str, Any], steps: int, judged: bool = False) -> str:
     fid = m.get("fidelity") or {}
     full_steps = m.get("full_steps")
     predicted = _f(m.get("predicted_flops_speedup"), 2, "x") if m["kind"] != "external" else "–"
@@ -58,8 +69,67 @@ def _row(m: dict[str, Any], steps: int) -> str:
         f"{_f(m.get('speedup_wall'), 2, 'x')} | {_f(m.get('speedup_cpu'), 2, 'x')} | "
         f"{_f(m.get('speedup_wall_step_min'), 2, 'x')} | {_f(m.get('flops_speedup'), 2, 'x')} | {predicted} | "
         f"{_f(m.get('wall_over_flops'))} | {_psnr(m)} | {_f(fid.get('ssim'), 4)} | {_g(fid.get('rel_l2_latent'))} | "
-        f"{_f(m.get('peak_rss_mb'), 1)} |"
+        f"{_f(m.get('peak_rss_mb'), 1)} |" + (_judged_cells(m) if judged else "")
     )
+
+
+def _matched_section(run: dict[str, Any]) -> list[str]:
+    rows = run.get("matched") or []
+    if not rows:
+        return []
+    families = list(rows[0]["families"])
+    lines = [
+        "",
+        "### At matched speed-up",
+        "",
+        "PSNR of each method family at the speed-up: its best run within ±5 %, else interpolated (*) between its "
+        "runs on either side; – where the family does not reach it. Margin: SODA minus the best of FORA, ToCa, "
+        "EasyCache and LazyCache.",
+        "",
+        "| Speed-up | " + " | ".join(families) + " | SODA margin |",
+        "| --- |" + " ---: |" * (len(families) + 1),
+    ]
+    for row in rows:
+        axis = "wall" if row["axis"] == "speedup_wall" else "FLOPs"
+        cells = []
+        for family in families:
+            value = row["families"][family]
+            cells.append(
+                "–" if value is None else f"{value['psnr']:.2f}" + ("*" if value["how"] != "measured" else "")
+            )
+        margin = row["soda_margin_db"]
+        lines.append(
+            f"| {row['speedup']:g}x {axis} | "
+            + " | ".join(cells)
+            + f" | {'–' if margin is None else f'{margin:+.2f} dB'} |"
+        )
+    return lines
+
+
+def _targets_section(run: dict[str, Any]) -> list[str]:
+    rows = run.get("targets") or []
+    if not rows:
+        return []
+    lines = ["", "### Targets", "", "| Target | Measured | Met |", "| --- | --- | --- |"]
+    for row in rows:
+        met = "–" if row["met"] is None else ("yes" if row["met"] else "**no**")
+        lines.append(f"| {row['target']} | {row['measured']} | {met} |")
+    return lines
+
+
+def _samples_line(run: dict[str, Any]) -> list[str]:
+    base = run["baseline"]
+    line = (
+        f"- Fidelity over {run['samples']} samples per method (seeds {run['seeds'][0]}..{run['seeds'][-1]}, one "
+        f"batch per timed repeat); profile calibrated on seed {run['profile_seed']}"
+    )
+    if base.get("judged"):
+        judged = base["judged"]
+        line += (
+            f"; full compute: {100 * judged['accuracy']:.1f} % recognised by the digits classifier, FID-style "
+            f"distance to the real digits {judged['fid']:.3f}"
+        )
+    return [line]
 
 
 def _time_section(run: dict[str, Any]) -> list[str]:
@@ -102,6 +172,7 @@ def _time_section(run: dict[str, Any]) -> list[str]:
 
 def _run_section(run: dict[str, Any]) -> list[str]:
     base, steps = run["baseline"], run["steps"]
+    judged = bool(base.get("judged"))
     counted, runtime = base.get("flops"), base.get("runtime_full_flops")
     agreement = (
         f"; SODA's runtime counts {runtime / 1e12:.3f} TFLOPs for it ({runtime / counted - 1:+.2%})" if runtime else ""
@@ -117,15 +188,17 @@ def _run_section(run: dict[str, Any]) -> list[str]:
         f"(score mean), {run['profile']['abs_mean_seconds']:.1f} s (score abs_mean); max distance "
         f"{run['profile']['max_distance']}; peak RSS Δ of full compute {_f(base['peak_rss_mb'], 1)} MB",
         f"- Benchmark of this step count: {run['seconds'] / 60:.1f} min",
+        *_samples_line(run),
         "",
-        TABLE_HEADER,
-        *(_row(m, steps) for m in run["methods"]),
+        _header(judged),
+        *(_row(m, steps, judged) for m in ([{**base, "name": "full compute"}] if judged else []) + run["methods"]),
     ]
     if run.get("skipped"):
         lines += ["", "Skipped: " + "; ".join(f"{s['name']} ({s['reason']})" for s in run["skipped"])]
     not_det = [m["name"] for m in [base, *run["methods"]] if not m.get("deterministic", True)]
     if not_det:
         lines += ["", f"Not bit-identical across repeats: {', '.join(not_det)}."]
+    lines += _matched_section(run) + _targets_section(run)
     lines += _time_section(run)
     lines += ["", "### SODA schedules (full-compute steps)", "", "| Method | Full steps |", "| --- | --- |"]
     lines += [f"| {m['name']} | {m['anchors']} |" for m in run["methods"] if m.get("anchors") is not None]

@@ -1,10 +1,11 @@
-"""`make bench`: SODA against full compute, uniform caching, EasyCache and LazyCache, in one command.
+"""`make bench`: SODA against full compute, FORA, ToCa, EasyCache and LazyCache, in one command.
 
     python benchmarks/run.py [--setting flux160m|reference|all] [--quick] [--repeats N] [--targets 1.5,2]
                              [--out benchmarks/results]
 
 Writes ``<out>/<setting>.json``, ``<out>/<setting>.md`` and PNG plots; logs progress to stderr. ``--quick`` runs a
-tiny Flux in well under a minute (what the test suite runs to keep the harness working).
+tiny Flux and the reference model on a few steps and samples, in about a minute (what the test suite runs to keep
+the harness working).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ DEFAULT_OUT = env.ROOT / "benchmarks" / "results"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=["flux160m", "reference", "all"], default="all")
-    parser.add_argument("--quick", action="store_true", help="tiny Flux, 6 steps, 1 repeat (< 60 s)")
+    parser.add_argument("--quick", action="store_true", help="tiny Flux and reference model, 6 steps (~1 min)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per method (default: per setting)")
     parser.add_argument(
         "--targets", type=str, default=None, help="comma-separated SODA targets, overriding the setting's"
@@ -97,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     env.setup()
     from benchmarks.settings import SETTINGS
 
-    names = ["quick"] if args.quick else (["flux160m", "reference"] if args.setting == "all" else [args.setting])
+    names = (
+        ["quick", "quick-reference"]
+        if args.quick
+        else (["flux160m", "reference"] if args.setting == "all" else [args.setting])
+    )
     targets = tuple(float(t) for t in args.targets.split(",")) if args.targets else None
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])

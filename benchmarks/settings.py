@@ -4,9 +4,11 @@
   with seeded random weights, 1024 image tokens and 16 random text tokens. It measures time and FLOPs at a size
   where the matrix products dominate; its fidelity numbers are numerical drift of a random-weight model, not image
   quality.
-* ``reference``: the pack's embedded reference model (``models/soda_reference_flux.safetensors``) with the
-  stand-in text encoder, at 20 and 50 steps.
-* ``quick``: a tiny Flux for the test suite (< 60 s), which keeps the harness itself working.
+* ``reference``: the pack's trained reference model (``models/soda_reference_digits.safetensors``, handwritten
+  digits) at 20 and 50 steps: 4 timed repeats of a batch of 50 digits (5 of each class), each repeat with new noise,
+  so fidelity, classifier accuracy and the FID-style distance are measured on 200 samples per method;
+* ``quick`` and ``quick-reference``: a tiny random Flux and the reference model on a few steps and samples, for the
+  test suite (well under a minute each), which keeps the harness itself working.
 """
 
 from __future__ import annotations
@@ -52,8 +54,7 @@ QUICK_FLUX = {
     "context_in_dim": 64,
     "vec_in_dim": 32,
 }
-REFERENCE_MODEL = ROOT / "models" / "soda_reference_flux.safetensors"
-REFERENCE_PROMPT = "a lighthouse on a rocky coast at sunset, oil painting"
+REFERENCE_MODEL = ROOT / "models" / "soda_reference_digits.safetensors"
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,9 @@ class Setting:
     latent_shape: tuple[int, int, int, int]
     targets: tuple[float, ...]  # SODA (cache + prune) targets
     cache_only_targets: tuple[float, ...]  # SODA with pruning=False
-    uniform_intervals: tuple[int, ...]  # Schedule.uniform
+    uniform_targets: tuple[float, ...]  # SODA with evenly spread full steps (the paper's fixed-interval ablation)
+    fora_intervals: tuple[int, ...]  # FORA-style static cache: Schedule.uniform
+    toca_intervals: tuple[int, ...]  # ToCa-style token cache (baselines.toca, ToCa's FLUX fresh ratio)
     ablation_target: float  # prune_attention / token score / joint_cost ablations
     easycache_thresholds: tuple[float, ...]
     lazycache_thresholds: tuple[float, ...]
@@ -78,7 +81,14 @@ class Setting:
     max_distance: int = 8  # profiled reuse distances (intervals of up to 9 steps)
     cache_start_percent: float = 0.15  # EasyCache / LazyCache node defaults
     cache_end_percent: float = 0.95
+    distinct_repeats: bool = False  # True: repeat r samples with seed + r, fidelity over every repeat's samples
+    labels: tuple[int, ...] = ()  # class of each batch row (judged settings: accuracy and FID-style distance)
+    profile_seed: int | None = None  # calibration noise seed (None: the benchmark's seed)
     facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def judged(self) -> bool:
+        return bool(self.labels)
 
     def with_overrides(self, repeats: int | None = None, targets: tuple[float, ...] | None = None) -> Setting:
         setting = self
@@ -89,6 +99,7 @@ class Setting:
                 setting,
                 targets=targets,
                 cache_only_targets=tuple(t for t in setting.cache_only_targets if t in targets) or targets[:1],
+                uniform_targets=tuple(t for t in setting.uniform_targets if t in targets) or targets[:1],
             )
         return setting
 
@@ -113,22 +124,33 @@ def _build_random_flux(config: dict[str, Any], text_tokens: int) -> Callable[[],
     return build
 
 
-def _build_reference() -> Built:
-    from comfyui_soda.nodes.reference_model import encode_text, load_reference_model
+def _build_reference(labels: tuple[int, ...]) -> Callable[[], Built]:
+    def build() -> Built:
+        from comfyui_soda.nodes.reference_model import encode_captions, load_reference_model
 
-    model = load_reference_model(REFERENCE_MODEL)
-    config = model.model.model_config.unet_config
-    conditionings = []
-    for text in (REFERENCE_PROMPT, ""):
-        cond, pooled = encode_text(text, config["context_in_dim"], config["vec_in_dim"])
-        conditionings.append([[cond, {"pooled_output": pooled}]])
-    return model, conditionings[0], conditionings[1]
+        model = load_reference_model(REFERENCE_MODEL)
+        config, classes = model.model.model_config.unet_config, model.model.soda_classes
+        widths = config["context_in_dim"], config["vec_in_dim"]
+        positive = encode_captions([classes[c] for c in labels], *widths)  # one caption per batch row
+        negative = encode_captions([""] * len(labels), *widths)
+        return model, positive, negative
+
+    return build
+
+
+REFERENCE_LABELS = tuple(c % 10 for c in range(50))  # 5 of each digit per batch
+QUICK_LABELS = tuple(range(10))
 
 
 def _params(config: dict[str, Any]) -> dict[str, Any]:
     keys = ("hidden_size", "num_heads", "depth", "depth_single_blocks", "context_in_dim", "vec_in_dim")
     return {k: config[k] for k in keys}
 
+
+REFERENCE_DESCRIPTION = (
+    "The trained reference model (models/soda_reference_digits.safetensors: Flux-architecture, hidden 128, 2 heads, "
+    "2 double + 4 single blocks, trained on handwritten digits), conditioned by class captions ('digit 0'..'digit 9')"
+)
 
 SETTINGS: dict[str, Setting] = {
     "flux160m": Setting(
@@ -140,7 +162,9 @@ SETTINGS: dict[str, Setting] = {
         latent_shape=(1, 16, 64, 64),
         targets=(1.5, 2.0, 2.5, 3.0, 4.0),
         cache_only_targets=(2.0, 3.0),
-        uniform_intervals=(2, 3, 4),
+        uniform_targets=(2.0, 3.0),
+        fora_intervals=(2, 3, 4),
+        toca_intervals=(3, 4, 6),
         ablation_target=2.0,
         # chosen from a verbose probe of this model: EasyCache's per-step change-rate estimate is ~0.55-0.8,
         # LazyCache's ~0.2-0.45, so these thresholds skip about 1, 2 and 3 steps out of 2, 3 and 4
@@ -152,21 +176,27 @@ SETTINGS: dict[str, Setting] = {
     ),
     "reference": Setting(
         name="reference",
-        description="The embedded reference model (models/soda_reference_flux.safetensors: Flux-architecture, hidden "
-        "256, 4 heads, 2 double + 4 single blocks, seeded random weights), stand-in text encoder, latent 1x16x64x64 "
-        "(1024 image tokens); euler/simple, cfg 1.0",
-        build=_build_reference,
+        description=REFERENCE_DESCRIPTION + "; latent 50x16x16x16 (64 image + 2 text tokens per sample), 4 repeats "
+        "with new noise = 200 samples per method; euler/simple, cfg 1.0",
+        build=_build_reference(REFERENCE_LABELS),
         steps=(20, 50),
-        latent_shape=(1, 16, 64, 64),
+        latent_shape=(len(REFERENCE_LABELS), 16, 16, 16),
         targets=(1.5, 2.0, 2.5, 3.0, 4.0),
         cache_only_targets=(1.5, 2.0, 2.5, 3.0, 4.0),
-        uniform_intervals=(2, 3, 4),
+        uniform_targets=(1.5, 2.0, 2.5, 3.0, 4.0),
+        fora_intervals=(2, 3, 4, 5),
+        toca_intervals=(2, 3, 4, 6, 8),  # after ToCa's 3 full steps: about 1.6x to 3.3x FLOPs at 20 steps
         ablation_target=2.0,
-        easycache_thresholds=(0.5, 0.75, 1.0, 1.5),  # skip 3, 7, 8, 10 of 20 steps
-        lazycache_thresholds=(0.2, 0.3, 0.5, 1.0),  # skip 1, 7, 9, 11 of 20 steps
-        repeats=3,
-        random_weights=True,
-        facts={"prompt": REFERENCE_PROMPT, "negative": ""},
+        # from a probe of this model (batch 50, 20 steps): EasyCache skips 2, 5, 7, 9, 11, 12 steps, LazyCache 4, 8,
+        # 9, 11, 12 (at 50 steps: 14-34 and 22-35)
+        easycache_thresholds=(0.02, 0.05, 0.1, 0.2, 0.8, 1.2),
+        lazycache_thresholds=(0.02, 0.05, 0.1, 0.3, 0.5),
+        repeats=4,
+        random_weights=False,
+        distinct_repeats=True,
+        labels=REFERENCE_LABELS,
+        profile_seed=10_000,
+        facts={"labels_per_batch": "5 of each digit", "samples_per_method": 4 * len(REFERENCE_LABELS)},
     ),
     "quick": Setting(
         name="quick",
@@ -177,7 +207,9 @@ SETTINGS: dict[str, Setting] = {
         latent_shape=(1, 16, 16, 16),
         targets=(1.5, 2.0),
         cache_only_targets=(2.0,),
-        uniform_intervals=(2, 3),
+        uniform_targets=(2.0,),
+        fora_intervals=(2, 3),
+        toca_intervals=(2,),
         ablation_target=2.0,
         easycache_thresholds=(0.5,),
         lazycache_thresholds=(0.5,),
@@ -186,5 +218,28 @@ SETTINGS: dict[str, Setting] = {
         max_distance=4,
         cache_start_percent=0.0,
         facts={"unet_config": _params(QUICK_FLUX), "text_tokens": 8},
+    ),
+    "quick-reference": Setting(
+        name="quick-reference",
+        description=REFERENCE_DESCRIPTION + "; latent 10x16x16x16, 2 repeats with new noise; euler/simple, cfg 1.0. "
+        "Harness check only.",
+        build=_build_reference(QUICK_LABELS),
+        steps=(6,),
+        latent_shape=(len(QUICK_LABELS), 16, 16, 16),
+        targets=(2.0,),
+        cache_only_targets=(2.0,),
+        uniform_targets=(2.0,),
+        fora_intervals=(2,),
+        toca_intervals=(2,),
+        ablation_target=2.0,
+        easycache_thresholds=(0.2,),
+        lazycache_thresholds=(0.2,),
+        repeats=2,
+        random_weights=False,
+        max_distance=4,
+        cache_start_percent=0.0,
+        distinct_repeats=True,
+        labels=QUICK_LABELS,
+        profile_seed=10_000,
     ),
 }

@@ -1,10 +1,10 @@
-"""The benchmark harness in its quick mode (tiny Flux, < 60 s): every method runs and reports finite numbers."""
+"""The benchmark harness in its quick mode (tiny Flux and the reference model, about a minute): every method runs and
+reports finite numbers; the reference setting also judges its samples with the digits classifier."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,68 +15,110 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 NUMBERS = ("wall_seconds", "speedup_wall", "flops", "flops_speedup", "wall_over_flops", "peak_rss_mb")
 FIDELITY = ("psnr", "ssim", "rel_l2_latent")
-FAMILIES = {"SODA", "SODA cache only", "uniform interval", "SODA ablation", "EasyCache", "LazyCache"}
+FAMILIES = {
+    "SODA",
+    "SODA cache only",
+    "SODA uniform schedule",
+    "SODA ablation",
+    "FORA (static cache)",
+    "ToCa (token cache)",
+    "EasyCache",
+    "LazyCache",
+}
 ABLATIONS = {"prune_attention", "score", "joint_cost"}
 
 
 @pytest.fixture(scope="module")
-def quick_result(comfy, tmp_path_factory):
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
+def quick(comfy, tmp_path_factory):
     from benchmarks.run import main
 
     out = tmp_path_factory.mktemp("bench")
     assert main(["--quick", "--out", str(out)]) == 0
-    return out, json.loads((out / "quick.json").read_text())
+    return out, {name: json.loads((out / f"{name}.json").read_text()) for name in ("quick", "quick-reference")}
 
 
 def _finite(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def test_every_method_reports_finite_numbers(quick_result):
-    _, result = quick_result
-    (run,) = result["runs"]
+@pytest.mark.parametrize("setting", ["quick", "quick-reference"])
+def test_every_method_reports_finite_numbers(quick, setting):
+    _, results = quick
+    (run,) = results[setting]["runs"]
     methods = run["methods"]
     assert not run["skipped"]
     assert {m["family"] for m in methods} == FAMILIES
     assert {m["params"]["ablation"] for m in methods if m["family"] == "SODA ablation"} == ABLATIONS
-    assert {m["params"]["target"] for m in methods if m["family"] == "SODA"} == {1.5, 2.0}
     assert _finite(run["baseline"]["wall_seconds"]) and _finite(run["baseline"]["flops"])
     for method in methods:
         for key in NUMBERS:
             assert _finite(method[key]), (method["name"], key, method[key])
         for key in FIDELITY:
             assert _finite(method["fidelity"][key]), (method["name"], key, method["fidelity"])
-        assert method["deterministic"], method["name"]
+        assert method["deterministic"] is not False, method["name"]
+    assert {row["axis"] for row in run["matched"]} == {"speedup_wall", "flops_speedup"}
+    assert any(row["target"].startswith("FLOPs ratio within 3 %") for row in run["targets"])
 
 
-def test_soda_counted_flops_match_the_plan(quick_result):
-    _, result = quick_result
-    (run,) = result["runs"]
-    soda = [m for m in run["methods"] if m["kind"] == "soda"]
-    assert soda
-    for method in soda:
-        assert method["cache_misses"] == 0, method["name"]
-        assert method["runtime_flops_speedup"] == pytest.approx(method["predicted_flops_speedup"], rel=0.03)
-        assert method["flops_speedup"] == pytest.approx(method["predicted_flops_speedup"], rel=0.03)
-    # SODA's own count of full compute agrees with FlopCounterMode's, so both sides of the ratios are comparable
-    assert run["baseline"]["runtime_full_flops"] == pytest.approx(run["baseline"]["flops"], rel=0.02)
+def test_same_noise_repeats_are_bit_identical(quick):
+    _, results = quick
+    (run,) = results["quick"]["runs"]
+    assert all(m["deterministic"] is True for m in run["methods"])
 
 
-def test_external_caches_skip_steps(quick_result):
-    _, result = quick_result
-    for method in result["runs"][0]["methods"]:
-        if method["kind"] == "external":
-            assert method["full_steps"] < result["runs"][0]["steps"], method["name"]
-            assert method["flops_speedup"] > 1.0
+def test_reference_setting_judges_every_repeat_with_the_classifier(quick):
+    _, results = quick
+    (run,) = results["quick-reference"]["runs"]
+    assert run["seeds"] == [0, 1] and run["profile_seed"] not in run["seeds"]
+    for method in [run["baseline"], *run["methods"]]:
+        assert method["samples"] == 20, method["name"]  # 2 repeats x 10 digits, each repeat its own noise
+        judged = method["judged"]
+        assert 0.0 <= judged["accuracy"] <= 1.0 and _finite(judged["fid"]) and judged["fid"] >= 0.0
+    externals = [m for m in run["methods"] if m["kind"] == "external"]
+    assert externals and all(m["deterministic"] is True for m in externals)  # FlopCounterMode run == repeat 0
+    text = (quick[0] / "quick-reference.md").read_text()
+    assert "| Accuracy | FID-style |" in text and "| full compute |" in text
 
 
-def test_markdown_table_and_plots_exist(quick_result):
-    out, result = quick_result
-    text = (out / "quick.md").read_text()
-    assert "| Method | Full steps | Wall s (median) |" in text
-    for method in result["runs"][0]["methods"]:
-        assert f"| {method['name']} |" in text
-    for plot in result["plots"]:
-        assert (out / plot).stat().st_size > 1000
+def test_soda_counted_flops_match_the_plan(quick):
+    _, results = quick
+    for result in results.values():
+        (run,) = result["runs"]
+        soda = [m for m in run["methods"] if m["kind"] == "soda"]
+        assert soda
+        for method in soda:
+            assert method["cache_misses"] == 0, method["name"]
+            assert method["runtime_flops_speedup"] == pytest.approx(method["predicted_flops_speedup"], rel=0.03)
+            assert method["flops_speedup"] == pytest.approx(method["predicted_flops_speedup"], rel=0.03)
+        # SODA's own count of full compute agrees with FlopCounterMode's, so both sides of the ratios are comparable
+        assert run["baseline"]["runtime_full_flops"] == pytest.approx(run["baseline"]["flops"], rel=0.02)
+
+
+def test_baselines_follow_their_schedules(quick):
+    _, results = quick
+    (run,) = results["quick"]["runs"]
+    by_name = {m["name"]: m for m in run["methods"]}
+    assert by_name["FORA every 2"]["anchors"] == [0, 2, 4]
+    assert by_name["FORA every 2"]["modules"]["partial"] == 0
+    toca = by_name["ToCa every 2"]
+    assert toca["anchors"] == [0, 1, 2, 3, 5] and toca["modules"]["partial"] > 0
+
+
+def test_external_caches_skip_steps(quick):
+    _, results = quick
+    for result in results.values():
+        for method in result["runs"][0]["methods"]:
+            if method["kind"] == "external":
+                assert method["full_steps"] < result["runs"][0]["steps"], method["name"]
+                assert method["flops_speedup"] > 1.0
+
+
+def test_markdown_table_and_plots_exist(quick):
+    out, results = quick
+    for name, result in results.items():
+        text = (out / f"{name}.md").read_text()
+        assert "| Method | Full steps | Wall s (median) |" in text and "### At matched speed-up" in text
+        for method in result["runs"][0]["methods"]:
+            assert f"| {method['name']} |" in text
+        for plot in result["plots"]:
+            assert (out / plot).stat().st_size > 1000
