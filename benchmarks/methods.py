@@ -90,7 +90,9 @@ def _fixed(model: Any, profile: Any, schedule: Any, name: str, family: str, para
 
 
 def baseline_methods(setting: Setting, model: Any, profile: Any) -> list[Method]:
-    """FORA: a full step every n steps, pure reuse between; ToCa: MLP fresh tokens between (ToCa's FLUX ratios)."""
+    """FORA: a full step every n steps, pure reuse between, at integer intervals and, for speed-ups in between, with
+    the fewest evenly spread full steps that reach each of ``uniform_targets`` (its FLOPs, not the profile, decide);
+    ToCa: MLP fresh tokens between full steps (ToCa's FLUX ratios)."""
     from comfyui_soda.soda_core import baselines
     from comfyui_soda.soda_core.schedule import Schedule
 
@@ -100,6 +102,9 @@ def baseline_methods(setting: Setting, model: Any, profile: Any) -> list[Method]
         for n in setting.fora_intervals
         if n <= profile.steps
     ]
+    for t in setting.uniform_targets:
+        config = {"target": t, "pruning": False, "anchors": "uniform"}
+        methods.append(_planned(model, profile, f"FORA {_x(t)} (evenly spread)", FORA, {}, False, **config))
     for n in setting.toca_intervals:
         schedule = baselines.toca(layout, sigmas, interval=n)
         params = {"interval": n, "fresh_ratio": baselines.TOCA_FRESH_RATIO, "first_full": baselines.TOCA_FIRST_FULL}

@@ -195,7 +195,7 @@ def _run_section(run: dict[str, Any]) -> list[str]:
     ]
     if run.get("skipped"):
         lines += ["", "Skipped: " + "; ".join(f"{s['name']} ({s['reason']})" for s in run["skipped"])]
-    not_det = [m["name"] for m in [base, *run["methods"]] if not m.get("deterministic", True)]
+    not_det = [m["name"] for m in [base, *run["methods"]] if m.get("deterministic") is False]
     if not_det:
         lines += ["", f"Not bit-identical across repeats: {', '.join(not_det)}."]
     lines += _matched_section(run) + _targets_section(run)
