@@ -202,7 +202,9 @@ def run(setting: Setting, built: Built, steps: int) -> dict[str, Any]:
     started = time.perf_counter()
     sample(model, dataclasses.replace(ctx, steps=2))  # warm-up: model load, first-call allocations
     profile, profile_seconds = _profile(model, ctx, setting, "mean")
-    abs_profile, abs_seconds = _profile(model, ctx, setting, "abs_mean")
+    abs_profile, abs_seconds = (
+        (None, None) if setting.ablation_target is None else _profile(model, ctx, setting, "abs_mean")
+    )
     skipped: list[dict[str, Any]] = []
     methods = [full_method(model), *soda_methods(setting, model, profile, abs_profile, skipped)]
     methods += baseline_methods(setting, model, profile) + external_methods(setting, model)

@@ -124,12 +124,17 @@ def soda_methods(
     for t in setting.uniform_targets:
         specs.append((f"SODA uniform {_x(t)}", SODA_UNIFORM, {}, profile, False, {"target": t, "anchors": "uniform"}))
     t = setting.ablation_target
-    ablation = {"target": t}
-    specs.append((f"SODA {_x(t)} prune_attention", ABLATION, {"ablation": "prune_attention"}, profile, True, ablation))
-    if abs_profile is not None:
-        specs.append((f"SODA {_x(t)} score=abs_mean", ABLATION, {"ablation": "score"}, abs_profile, False, ablation))
-    joint = {"target": t, "joint_cost": True}
-    specs.append((f"SODA {_x(t)} joint_cost", ABLATION, {"ablation": "joint_cost"}, profile, False, joint))
+    if t is not None:
+        ablation = {"target": t}
+        specs.append(
+            (f"SODA {_x(t)} prune_attention", ABLATION, {"ablation": "prune_attention"}, profile, True, ablation)
+        )
+        if abs_profile is not None:
+            specs.append(
+                (f"SODA {_x(t)} score=abs_mean", ABLATION, {"ablation": "score"}, abs_profile, False, ablation)
+            )
+        joint = {"target": t, "joint_cost": True}
+        specs.append((f"SODA {_x(t)} joint_cost", ABLATION, {"ablation": "joint_cost"}, profile, False, joint))
     methods = []
     for name, family, params, prof, prune_attention, config in specs:
         try:

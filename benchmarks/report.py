@@ -117,6 +117,11 @@ def _targets_section(run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _abs_profile(run: dict[str, Any]) -> str:
+    seconds = run["profile"].get("abs_mean_seconds")
+    return "" if seconds is None else f", {seconds:.1f} s (score abs_mean, for its ablation)"
+
+
 def _samples_line(run: dict[str, Any]) -> list[str]:
     base = run["baseline"]
     line = (
@@ -185,7 +190,7 @@ def _run_section(run: dict[str, Any]) -> list[str]:
         f"({', '.join(f'{s:.2f}' for s in base['wall_seconds_runs'])}); {counted / 1e12:.3f} TFLOPs per run "
         f"(FlopCounterMode){agreement}",
         f"- SODA profiling (one full-compute run with the recorder): {run['profile']['seconds']:.1f} s "
-        f"(score mean), {run['profile']['abs_mean_seconds']:.1f} s (score abs_mean); max distance "
+        f"(score mean){_abs_profile(run)}; max distance "
         f"{run['profile']['max_distance']}; peak RSS Δ of full compute {_f(base['peak_rss_mb'], 1)} MB",
         f"- Benchmark of this step count: {run['seconds'] / 60:.1f} min",
         *_samples_line(run),
