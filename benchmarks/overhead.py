@@ -1,5 +1,5 @@
-"""SODA's own costs on the embedded reference model (the quick-start workflow's run: 40 digits, 16x16 latents, 20 steps
-euler/simple):
+"""SODA's own costs on the embedded reference model (the quick-start workflow's run: 100 digits, 16x16 latents, 20
+steps euler/simple):
 
 * a schedule that computes every step fully (target 1.0) against the unpatched model: wall time and bit-exactness;
 * profiling (Profile Sensitivity, one calibration run) in units of one full-compute sampling run.
@@ -48,11 +48,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )
     from comfyui_soda.nodes.soda import SODAModelPatch, SODAPlanSchedule
     from comfyui_soda.soda_core.profiler import ProfileConfig
+    from workflow_builder.definitions import QUICKSTART_LABELS
 
     model = load_reference_model(EMBEDDED_MODELS_DIR / DEFAULT_MODEL)
-    positive = SODAReferenceClassEncode.execute(model, "0-9 0-9 0-9 0-9").args[0]
+    positive, empty = SODAReferenceClassEncode.execute(model, QUICKSTART_LABELS).args
     negative = SODAReferenceTextEncode.execute(model, "").args[0]
-    latent = torch.zeros(positive[0][0].shape[0], 16, 16, 16)
+    latent = empty["samples"]
     noise = comfy.sample.prepare_noise(latent, 0)
 
     def sample(m: object) -> torch.Tensor:

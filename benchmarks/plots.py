@@ -21,8 +21,18 @@ def _pyplot() -> Any:
     return plt
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (speed-up, PSNR) points that no other point beats in both, by increasing speed-up."""
+    return [
+        p
+        for p in sorted(points)
+        if not any(q[0] >= p[0] and q[1] > p[1] or q[0] > p[0] and q[1] >= p[1] for q in points)
+    ]
+
+
 def speedup_psnr(run: dict[str, Any], title: str, path: Path) -> Path:
-    """Two panels (wall and FLOPs speed-up on x, PSNR vs full compute on y), one curve per method family."""
+    """Two panels (wall and FLOPs speed-up on x, PSNR vs full compute on y): every run as a marker, each method
+    family's Pareto front as a line."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     for ax, key, label in zip(axes, ("speedup_wall", "flops_speedup"), ("wall-clock speed-up", "FLOPs speed-up")):
@@ -35,8 +45,10 @@ def speedup_psnr(run: dict[str, Any], title: str, path: Path) -> Path:
             if not points:
                 continue
             xs, ys = zip(*points)
-            linestyle = "none" if family == "SODA ablation" else "-"
-            ax.plot(xs, ys, marker=MARKERS.get(family, "o"), linestyle=linestyle, label=family)
+            line = ax.plot(xs, ys, marker=MARKERS.get(family, "o"), linestyle="none", label=family)[0]
+            if family != "SODA ablation":  # the family's Pareto front: the runs no other run of it beats on both
+                front = pareto_front(points)
+                ax.plot(*zip(*front), color=line.get_color(), linestyle="-")
         ax.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xlabel(label + " vs full compute")
         ax.grid(alpha=0.3)

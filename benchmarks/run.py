@@ -1,7 +1,7 @@
 """`make bench`: SODA against full compute, FORA, ToCa, EasyCache and LazyCache, in one command.
 
     python benchmarks/run.py [--setting flux160m|reference|all] [--quick] [--repeats N] [--targets 1.5,2]
-                             [--out benchmarks/results]
+                             [--out benchmarks/results] [--replot]
 
 Writes ``<out>/<setting>.json``, ``<out>/<setting>.md`` and PNG plots; logs progress to stderr. ``--quick`` runs a
 tiny Flux and the reference model on a few steps and samples, in about a minute (what the test suite runs to keep
@@ -11,6 +11,7 @@ the harness working).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
@@ -39,6 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--targets", type=str, default=None, help="comma-separated SODA targets, overriding the setting's"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    parser.add_argument("--replot", action="store_true", help="only re-draw the plots of the results in --out")
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -56,7 +58,7 @@ def _configure_logging() -> None:
 
 
 def run_setting(setting: Any, out: Path, command: str) -> dict[str, Any]:
-    from benchmarks import harness, plots, report
+    from benchmarks import harness, report
 
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     load_start = env.load_average()
@@ -75,26 +77,44 @@ def run_setting(setting: Any, out: Path, command: str) -> dict[str, Any]:
         "plots": [],
     }
     for steps in setting.steps:
-        run = harness.run(setting, built, steps)
-        result["runs"].append(run)
-        title = f"{setting.name}, {steps} steps"
-        stem = f"{setting.name}_{steps}steps"
-        result["plots"].append(str(plots.speedup_psnr(run, title, out / f"{stem}_speedup_psnr.png")))
-        schedule_plot = plots.schedules(run, f"SODA schedules: {title}", out / f"{stem}_schedules.png")
-        if schedule_plot is not None:
-            result["plots"].append(str(schedule_plot))
+        result["runs"].append(harness.run(setting, built, steps))
     result["load_end"] = env.load_average()
     result["wall_seconds"] = time.perf_counter() - clock
-    result["plots"] = [str(Path(p).relative_to(out)) for p in result["plots"]]
+    result["plots"] = draw(result, out)
     report.write_json(result, out / f"{setting.name}.json")
     report.write_markdown(result, out / f"{setting.name}.md")
     logger.info("bench: %s done in %.1f min -> %s", setting.name, result["wall_seconds"] / 60, out / setting.name)
     return result
 
 
+def draw(result: dict[str, Any], out: Path) -> list[str]:
+    """The plots of every run of a result (speed-up vs PSNR, SODA schedules); paths relative to ``out``."""
+    from benchmarks import plots
+
+    paths = []
+    for run in result["runs"]:
+        title, stem = f"{result['setting']}, {run['steps']} steps", f"{result['setting']}_{run['steps']}steps"
+        paths.append(plots.speedup_psnr(run, title, out / f"{stem}_speedup_psnr.png"))
+        paths.append(plots.schedules(run, f"SODA schedules: {title}", out / f"{stem}_schedules.png"))
+    return [str(p.relative_to(out)) for p in paths if p is not None]
+
+
+def replot(out: Path, names: list[str]) -> None:
+    """Re-draw the plots of results already in ``out`` (no measuring): after a change to the figures only."""
+    for name in names:
+        path = out / f"{name}.json"
+        if not path.is_file():
+            raise SystemExit(f"--replot: {path} does not exist; run the benchmark first.")
+        draw(json.loads(path.read_text()), out)
+        logger.info("bench: re-drew the plots of %s", path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _configure_logging()
+    if args.replot:
+        replot(args.out, ["flux160m", "reference"] if args.setting == "all" else [args.setting])
+        return 0
     env.setup()
     from benchmarks.settings import SETTINGS
 

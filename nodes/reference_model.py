@@ -290,26 +290,41 @@ class SODAReferenceClassEncode(io.ComfyNode):
             node_id="SODAReferenceClassEncode",
             display_name="SODA Reference Class Encode",
             category=CATEGORY,
-            description="Conditioning for a trained reference model from class numbers: one caption per latent of "
-            "the batch (the reference digits model: 3 -> 'digit 3'). Use an Empty Latent Image whose batch size "
-            "equals the number of labels.",
+            description="Conditioning for a trained reference model from class numbers, one caption per image (the "
+            "reference digits model: 3 -> 'digit 3'), and the empty latent batch that goes with it: one latent per "
+            "label, so the batch always matches the labels.",
             inputs=[
                 io.Model.Input("model", tooltip="A trained SODA reference model; its file lists its classes."),
                 io.String.Input(
                     "labels",
                     default="0-9",
-                    tooltip="Class numbers, one per latent of the batch: '3', '0 1 2', '7,7,7' or a range '0-9'.",
+                    tooltip="Class numbers, one image each: '3', '0 1 2', '7,7,7' or ranges '0-9 0-9'.",
+                ),
+                io.Int.Input(
+                    "latent_size",
+                    default=16,
+                    min=2,
+                    max=256,
+                    step=2,
+                    tooltip="Side of the empty latents (the digits model was trained on 16 = 128x128 pixels).",
                 ),
             ],
             outputs=[
                 io.Conditioning.Output(
-                    tooltip="Conditioning with one row per label: [labels, words, context_in_dim] with pooled_output."
-                )
+                    "conditioning",
+                    display_name="conditioning",
+                    tooltip="One row per label: [labels, words, context_in_dim] with pooled_output.",
+                ),
+                io.Latent.Output(
+                    "latent",
+                    display_name="latent",
+                    tooltip="Empty latents [labels, channels, latent_size, latent_size] for the samplers.",
+                ),
             ],
         )
 
     @classmethod
-    def execute(cls, model: Any, labels: str) -> io.NodeOutput:
+    def execute(cls, model: Any, labels: str, latent_size: int = 16) -> io.NodeOutput:
         classes = getattr(model.model, "soda_classes", ())
         if not classes:
             raise ValueError(
@@ -318,7 +333,10 @@ class SODAReferenceClassEncode(io.ComfyNode):
             )
         unet_config = model.model.model_config.unet_config
         captions = [classes[i] for i in parse_labels(labels, classes)]
-        return io.NodeOutput(encode_captions(captions, unet_config["context_in_dim"], unet_config["vec_in_dim"]))
+        conditioning = encode_captions(captions, unet_config["context_in_dim"], unet_config["vec_in_dim"])
+        channels = model.model.latent_format.latent_channels
+        latent = torch.zeros(len(captions), channels, latent_size, latent_size)
+        return io.NodeOutput(conditioning, {"samples": latent})
 
 
 class SODALatentToImage(io.ComfyNode):
@@ -336,13 +354,33 @@ class SODALatentToImage(io.ComfyNode):
                 io.Int.Input(
                     "upscale", default=4, min=1, max=8, tooltip="Nearest-neighbour upscale factor per latent pixel."
                 ),
+                io.Int.Input(
+                    "grid_columns",
+                    default=0,
+                    min=0,
+                    max=64,
+                    optional=True,
+                    tooltip="0: one image per latent. N: the whole batch tiled into one image, N latents per row "
+                    "(handy for many small images, e.g. a batch of digits).",
+                ),
             ],
-            outputs=[io.Image.Output(tooltip="IMAGE [B, H*upscale, W*upscale, 3] in [0, 1].")],
+            outputs=[io.Image.Output(tooltip="IMAGE [B, H*upscale, W*upscale, 3] in [0, 1] (one image as a grid).")],
         )
 
     @classmethod
-    def execute(cls, model: Any, samples: dict[str, Any], upscale: int) -> io.NodeOutput:
-        return io.NodeOutput(latent_preview_rgb(model.model.latent_format, samples["samples"], upscale))
+    def execute(cls, model: Any, samples: dict[str, Any], upscale: int, grid_columns: int = 0) -> io.NodeOutput:
+        images = latent_preview_rgb(model.model.latent_format, samples["samples"], upscale)
+        return io.NodeOutput(tile(images, grid_columns) if grid_columns else images)
+
+
+def tile(images: torch.Tensor, columns: int) -> torch.Tensor:
+    """IMAGE batch [B, H, W, C] -> one image [1, rows*H, columns*W, C], row-major, white where the grid has no image."""
+    batch, height, width, channels = images.shape
+    rows = -(-batch // columns)
+    padded = torch.ones(rows * columns, height, width, channels, dtype=images.dtype)
+    padded[:batch] = images
+    grid = padded.view(rows, columns, height, width, channels).permute(0, 2, 1, 3, 4)  # (rows, H, columns, W, C)
+    return grid.reshape(1, rows * height, columns * width, channels)
 
 
 NODES: list[type[io.ComfyNode]] = [

@@ -16,9 +16,9 @@ SODA quick start: runs on any computer, nothing to download.
 
 What this graph does
 1. Model and prompt. Loads the small reference model that ships with the pack: a Flux-shaped transformer trained \
-on handwritten digits. "Digits to draw" asks for one image per class number (0-9 gives ten digits, one batch of \
-ten); the empty latent's batch size must equal the number of labels. The model draws 16x16 latents (128x128 pixels \
-on the Empty Latent node) and needs no CLIP, T5 or VAE.
+on handwritten digits. "Digits to draw" asks for one image per class number ("0-9" gives ten digits; here ten \
+of each, a batch of 100) and makes the matching batch of empty 16x16 latents; the decode nodes tile the batch into \
+one picture. No CLIP, T5 or VAE is needed.
 2. SODA: profile -> plan -> patch. "Profile Sensitivity" samples once at full compute and measures, for every \
 step and every attention and MLP module, how much the result would change if that module's output were reused from \
 an earlier step. "Plan SODA Schedule" turns that profile into a schedule for the speed-up you ask for \
@@ -40,7 +40,8 @@ With your own Flux model
 Open the "soda_flux_dev" workflow from the templates (comfyui-soda), or change this graph: replace "Load SODA \
 Reference Model" by "Load Diffusion Model" (flux1-dev.safetensors), "Digits to draw" and the negative prompt by \
 "CLIP Text Encode" fed by "DualCLIPLoader" (clip_l + t5xxl, type flux) with "FluxGuidance" 3.5 on the positive \
-prompt, and each "SODA Latent Preview Decode" by "VAE Decode" with ae.safetensors. Profile once per model, image \
+prompt, add an "Empty SD3 Latent Image" for the samplers, and replace each "SODA Latent Preview Decode" by \
+"VAE Decode" with ae.safetensors. Profile once per model, image \
 size and sampler setting; save the profile with "Save SODA Profile" to skip profiling next time.
 """
 
@@ -73,8 +74,7 @@ on Profile Sensitivity (4 needs about half). Above the limit, profiling stops wi
 instead of running out of memory.
 """
 
-QUICKSTART_LABELS = "0-9 0-9 0-9 0-9"  # four of each digit: a batch large enough for SODA to pay off on a CPU
-QUICKSTART_BATCH = 40
+QUICKSTART_LABELS = " ".join(["0-9"] * 10)  # ten of each digit: a batch large enough for SODA to pay off on a CPU
 FLUX_PROMPT = (
     "a red fox sitting in fresh snow at the edge of a pine forest at sunrise, soft golden light, detailed fur, "
     "shallow depth of field"
@@ -119,6 +119,7 @@ def soda_and_compare_nodes(
     """Groups 2-4, shared by both workflows: profile -> plan -> patch, two samplers, decode, save, compare."""
     sampler_links = {"positive": positive, "negative": negative, "latent_image": latent}
     decode_out = "IMAGE"
+    decoder_size = (320, 78 + 24 * max(len(decoder_widgets or {}) - 1, 0))  # one more widget row per widget
     return [
         # 2. SODA: profile -> plan -> patch
         Node(
@@ -198,7 +199,7 @@ def soda_and_compare_nodes(
             title="Decode: full compute",
             links={"samples": ("full_sampler", "LATENT"), **decoder_links},
             widgets=dict(decoder_widgets or {}),
-            size=(320, 78),
+            size=decoder_size,
         ),
         Node(
             "decode_soda",
@@ -207,7 +208,7 @@ def soda_and_compare_nodes(
             title="Decode: SODA",
             links={"samples": ("soda_sampler", "LATENT"), **decoder_links},
             widgets=dict(decoder_widgets or {}),
-            size=(320, 78),
+            size=decoder_size,
         ),
         Node(
             "save_full",
@@ -285,26 +286,18 @@ def quickstart() -> Workflow:
             widgets={"text": ""},
             size=(COLUMN_1_WIDTH, 120),
         ),
-        Node(
-            "latent",
-            "EmptySD3LatentImage",
-            (0, 530),
-            title=f"Empty latent (16x16 latent, batch {QUICKSTART_BATCH})",
-            widgets={"width": 128, "height": 128, "batch_size": QUICKSTART_BATCH},
-            size=(COLUMN_1_WIDTH, 106),
-        ),
         *soda_and_compare_nodes(
             "soda_quickstart",
             model,
-            ("positive", "CONDITIONING"),
+            ("positive", "conditioning"),
             ("negative", "CONDITIONING"),
-            ("latent", "LATENT"),
+            ("positive", "latent"),
             decoder="SODALatentToImage",
             decoder_links={"model": model},
-            decoder_widgets={"upscale": 4},
+            decoder_widgets={"upscale": 4, "grid_columns": 10},
         ),
     ]
-    groups = [Group("1. Model and prompt", ["model", "positive", "negative", "latent"]), *SODA_GROUPS]
+    groups = [Group("1. Model and prompt", ["model", "positive", "negative"]), *SODA_GROUPS]
     return Workflow("soda_quickstart", nodes, groups, QUICKSTART_NOTE, note_pos=(-560, 0), note_size=(520, 900))
 
 

@@ -117,7 +117,7 @@ def test_shipped_profile_serves_the_embedded_model(comfy):
     assert name in folder_paths.get_filename_list(SODA_PROFILES)
     profile = SODALoadProfile.execute(name).result[0]
     assert profile.steps == 20 and profile.meta["calibration_runs"] == 2
-    assert profile.meta["latent_shape"] == [40, 16, 16, 16]
+    assert profile.meta["latent_shape"] == [100, 16, 16, 16]
     model = SODALoadReferenceModel.execute(DEFAULT_MODEL).result[0]
     soda_plan = SODAPlanSchedule.execute(profile, 2.0, 1, True).result[0]
     patched = SODAModelPatch.execute(model, soda_plan).result[0]

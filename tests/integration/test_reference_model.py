@@ -116,8 +116,10 @@ def test_text_encode_is_deterministic(ref, patcher) -> None:  # type: ignore[no-
 
 
 def test_class_encode_conditions_each_row_with_its_caption(ref, patcher) -> None:  # type: ignore[no-untyped-def]
-    ((cond, extra),) = ref.SODAReferenceClassEncode.execute(model=patcher, labels="3, 0-2 9").args[0]
+    conditioning, latent = ref.SODAReferenceClassEncode.execute(model=patcher, labels="3, 0-2 9").args
+    ((cond, extra),) = conditioning
     assert cond.shape == (5, 2, 64) and extra["pooled_output"].shape == (5, 64)
+    assert torch.equal(latent["samples"], torch.zeros(5, 16, 16, 16))  # one empty latent per label
     for row, label in enumerate([3, 0, 1, 2, 9]):
         ((text_cond, text_extra),) = _encode(ref, patcher, f"digit {label}")
         assert torch.equal(cond[row], text_cond[0]) and torch.equal(
@@ -152,8 +154,8 @@ def test_trained_model_draws_the_digit_it_is_asked_for(comfy, ref, patcher) -> N
     from benchmarks.digits import Judge, to_gray
 
     labels = torch.arange(20) % 10
-    positive = ref.SODAReferenceClassEncode.execute(model=patcher, labels="0-9 0-9").args[0]
-    latent = torch.zeros(20, 16, 16, 16)
+    positive, empty = ref.SODAReferenceClassEncode.execute(model=patcher, labels="0-9 0-9").args
+    latent = empty["samples"]
     noise = comfy.sample.prepare_noise(latent, 7)
     samples = comfy.sample.sample(
         patcher, noise, 20, 1.0, "euler", "simple", positive, positive, latent, seed=7, disable_pbar=True
@@ -177,6 +179,9 @@ def test_latent_preview_decode(ref, patcher) -> None:  # type: ignore[no-untyped
     assert torch.equal(image[:, ::4, ::4], image[:, 3::4, 3::4])  # nearest-exact: 4x4 blocks of one colour
     one = ref.SODALatentToImage.execute(model=patcher, samples=samples, upscale=1).args[0]
     assert one.shape == (2, 8, 12, 3) and torch.equal(one, image[:, ::4, ::4])
+    (grid,) = ref.SODALatentToImage.execute(model=patcher, samples=samples, upscale=1, grid_columns=3).args[0]
+    assert grid.shape == (8, 36, 3)  # one row of three cells: the two images, then white
+    assert torch.equal(grid[:, :12], one[0]) and torch.equal(grid[:, 12:24], one[1]) and (grid[:, 24:] == 1).all()
 
 
 def test_build_flux_patcher_is_seeded(ref) -> None:  # type: ignore[no-untyped-def]
