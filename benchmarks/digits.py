@@ -147,3 +147,24 @@ class Judge:
             "accuracy": float((predicted == labels).float().mean()),
             "fid": frechet_distance(mean, cov, self.real_mean, self.real_cov),
         }
+
+
+def draw_grid(gray: torch.Tensor, labels: torch.Tensor, path: Path, title: str) -> None:
+    """A PNG of samples: rows = digits 0-9, columns = the first (up to) 10 samples of each. gray (N, 16, 16)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(10, len(labels) // CLASSES)
+    rows = [gray[labels == c][:columns] for c in range(CLASSES)]  # 10 x (columns, 16, 16)
+    grid = torch.cat([torch.cat(list(row), dim=1) for row in rows], dim=0)  # (160, 16 * columns)
+    fig, ax = plt.subplots(figsize=(0.5 * columns + 1.2, 5.6))
+    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks([SIZE * c + SIZE / 2 - 0.5 for c in range(CLASSES)], captions(), fontsize=8)
+    ax.set_xticks([])
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

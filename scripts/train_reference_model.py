@@ -286,7 +286,7 @@ def evaluate(
     import comfy.sample
     import torch
 
-    from benchmarks.digits import Judge, captions, to_gray
+    from benchmarks.digits import Judge, captions, draw_grid, to_gray
     from comfyui_soda.nodes.reference_model import encode_captions, latent_preview_rgb, load_reference_model
 
     patcher = load_reference_model(model_path)
@@ -310,31 +310,9 @@ def evaluate(
             "cfg %g: %.1f %% recognised as their digit, FID-style %.2f", cfg, 100 * scores["accuracy"], scores["fid"]
         )
         if not results:
-            draw_grid(gray, labels, grid_path, cfg)
+            draw_grid(gray, labels, grid_path, f"SODA reference model, full compute\n(20 steps euler, cfg {cfg:g})")
         results.append({**EVAL, "cfg": cfg, "samples": len(labels), "sampling_seconds": seconds, **scores})
     return results
-
-
-def draw_grid(gray: Any, labels: Any, path: Path, cfg: float) -> None:
-    """Rows = digits 0-9, columns = the first (up to) 10 samples of each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    columns = min(10, len(labels) // 10)
-    rows = [gray[labels == c][:columns] for c in range(10)]  # 10 x (columns, 16, 16)
-    grid = torch.cat([torch.cat(list(row), dim=1) for row in rows], dim=0)  # (160, 16*columns)
-    fig, ax = plt.subplots(figsize=(0.5 * columns + 1.2, 5.6))
-    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_yticks([16 * c + 7.5 for c in range(10)], [f"digit {c}" for c in range(10)], fontsize=8)
-    ax.set_xticks([])
-    ax.set_title(f"SODA reference model, full compute\n(20 steps euler, cfg {cfg:g})", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,11 +70,12 @@ def _block_inputs(patcher):
     return captured
 
 
-@pytest.mark.parametrize("kind", ["double_block", "single_block"])
-def test_reuse_returns_cache_and_partial_recomputes_selected_tokens_exactly(comfy, kind):
+def _block_runner(kind):
+    """Run the first ``kind`` block's program on inputs captured from real sampling (2 samples, 6 text + 64 image
+    tokens): ``run(ratios, cache, record, observe)`` -> the block's outputs; also returns the token layout."""
     from comfyui_soda.nodes.patching import prepare, resolve_ops
     from comfyui_soda.soda_core.adapters.base import BlockStep
-    from comfyui_soda.soda_core.tokens import TokenLayout, gather_tokens, recompute_positions
+    from comfyui_soda.soda_core.tokens import TokenLayout
 
     patcher = tiny_flux()
     adapter, _ = prepare(patcher)
@@ -90,6 +91,14 @@ def test_reuse_returns_cache_and_partial_recomputes_selected_tokens_exactly(comf
         with torch.no_grad():
             return program.run(block, fresh, step)
 
+    return run, tokens
+
+
+@pytest.mark.parametrize("kind", ["double_block", "single_block"])
+def test_reuse_returns_cache_and_partial_recomputes_selected_tokens_exactly(comfy, kind):
+    from comfyui_soda.soda_core.tokens import gather_tokens, recompute_positions
+
+    run, tokens = _block_runner(kind)
     full_cache, scores = {}, {}
     run({"attn": 1.0, "mlp": 1.0}, full_cache, record=True, observe=lambda m, out, s: scores.setdefault(m, s))
     stale = {m: torch.randn_like(v) for m, v in full_cache.items()}
@@ -118,24 +127,13 @@ def test_reuse_returns_cache_and_partial_recomputes_selected_tokens_exactly(comf
 @pytest.mark.parametrize("kind", ["double_block", "single_block"])
 def test_partial_attention_gives_the_full_rows_of_each_samples_own_tokens(comfy, kind):
     """Selected queries (per sample, with their own rope) against all keys: the rows full attention gives."""
-    from comfyui_soda.nodes.patching import prepare, resolve_ops
-    from comfyui_soda.soda_core.adapters.base import BlockStep
-    from comfyui_soda.soda_core.tokens import TokenLayout, gather_tokens, recompute_positions
+    from comfyui_soda.soda_core.tokens import gather_tokens, recompute_positions
 
-    patcher = tiny_flux()
-    adapter, _ = prepare(patcher)
-    model = patcher.model.diffusion_model
-    block = (model.double_blocks if kind == "double_block" else model.single_blocks)[0]
-    program, ops = adapter.programs[kind], resolve_ops(adapter)
-    args = _block_inputs(patcher)[kind]
-    tokens = TokenLayout(text=6, image=64)
+    run, tokens = _block_runner(kind)
     full, scores = {}, {}
-    with torch.no_grad():
-        step = BlockStep({"attn": 1.0, "mlp": 1.0}, full, tokens, ops, record=True)
-        step.observe = lambda m, out, s: scores.setdefault(m, s)
-        program.run(block, {k: (v.clone() if torch.is_tensor(v) else v) for k, v in args.items()}, step)
-        partial = {m: torch.zeros_like(v) for m, v in full.items()}
-        program.run(block, dict(args), BlockStep({"attn": 0.25, "mlp": 0.0}, partial, tokens, ops))
+    run({"attn": 1.0, "mlp": 1.0}, full, record=True, observe=lambda m, out, s: scores.setdefault(m, s))
+    partial = {m: torch.zeros_like(v) for m, v in full.items()}
+    run({"attn": 0.25, "mlp": 0.0}, partial)
     positions = recompute_positions(scores["attn"], tokens, 0.25)  # (2, 6 + 16)
     assert not torch.equal(positions[0], positions[1])
     fresh, exact = gather_tokens(partial["attn"], positions), gather_tokens(full["attn"], positions)
