@@ -16,6 +16,7 @@ settings also score those samples with the digits classifier (accuracy, FID-styl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import statistics
 import time
@@ -127,10 +128,18 @@ def _soda_figures(method: Method, reports: list[Any], profile: Any, step_seconds
 
 def _judged(setting: Setting, latent_format: Any, latents: torch.Tensor) -> dict[str, float]:
     """Digits classifier on the decoded samples: share recognised as their condition, FID-style distance."""
-    from .digits import Judge, to_gray
+    from .digits import to_gray
 
     labels = torch.tensor(setting.labels).repeat(latents.shape[0] // len(setting.labels))
-    return Judge().evaluate(to_gray(preview(latent_format, latents)), labels)
+    return _judge().evaluate(to_gray(preview(latent_format, latents)), labels)
+
+
+@functools.cache
+def _judge() -> Any:
+    """The digits classifier, loaded once per process (every method of every judged run uses it)."""
+    from .digits import Judge
+
+    return Judge()
 
 
 def _latents(setting: Setting, samples: list[Sample]) -> torch.Tensor:

@@ -232,7 +232,7 @@ def markdown(result: dict[str, Any]) -> str:
         "over repeats, summed (robust to other load on the machine).",
         "- FLOPs: SODA methods as counted by SODA's runtime (`reports[-1].flops`), other methods by "
         "`torch.utils.flop_counter.FlopCounterMode` on one extra run; full compute by FlopCounterMode. "
-        "Predicted: the planner's ratio (uniform: the same FLOP model).",
+        "Predicted: the planner's ratio (FORA and ToCa: the same FLOP model on their fixed schedules).",
         "- Fidelity against full compute: PSNR/SSIM of the latent preview decode (`latent_preview_rgb`, 1 pixel "
         "per latent pixel), relative L2 of the final latents. Peak RSS Δ: high-water mark above the RSS at the "
         f"start of the run ({result['runs'][0]['rss_method'] if result['runs'] else ''}), median over repeats.",
