@@ -1,6 +1,8 @@
 # Two commands matter: `make demo` and `make test`. The first run of either builds everything (scripts/setup_env.sh:
 # .venv with pinned torch and ComfyUI requirements, a ComfyUI 0.3.75 tree in .runtime/); later runs skip that in seconds.
-VENV := .venv
+# COMFYUI_DIR=/path/to/ComfyUI VENV=.venv-other runs everything against another ComfyUI tree in its own environment.
+VENV ?= .venv
+export SODA_VENV := $(VENV)
 PYTHON := $(VENV)/bin/python
 RUFF := $(VENV)/bin/ruff
 MYPY := $(VENV)/bin/mypy

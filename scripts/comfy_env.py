@@ -2,7 +2,8 @@
 
 Used by the tests (``tests/conftest.py``), the benchmarks and the build scripts:
 
-* ``comfyui_dir()``: ``$COMFYUI_DIR``, else the tree ``scripts/setup_env.sh`` recorded in ``.runtime/comfyui-path``;
+* ``comfyui_dir()``: ``$COMFYUI_DIR``, else the tree ``scripts/setup_env.sh`` recorded in the running environment
+  (``<venv>/comfyui-path``: each environment is set up for one ComfyUI tree);
 * ``register_pack()``: the repository as the package ``comfyui_soda`` (its folder name is not a Python name; inside
   the pack every import is relative, exactly as when ComfyUI loads it from ``custom_nodes/``);
 * ``import_comfy()``: ``import comfy`` on the CPU without ComfyUI parsing the caller's command line.
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def comfyui_dir() -> Path:
     if os.environ.get("COMFYUI_DIR"):
         return Path(os.environ["COMFYUI_DIR"]).resolve()
-    recorded = ROOT / ".runtime" / "comfyui-path"
+    recorded = Path(sys.prefix) / "comfyui-path"
     if recorded.exists():
         return Path(recorded.read_text().strip())
     return ROOT / ".runtime" / "ComfyUI"

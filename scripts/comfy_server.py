@@ -4,8 +4,9 @@ Library: ``with ComfyServer(base_dir=...) as server: history, node_seconds = ser
 CLI: ``python scripts/comfy_server.py [--base-dir DIR] [--port N] serve`` (until Ctrl-C), or
 ``... run WORKFLOW_API.json [--timeout S]`` (run one API-format workflow and print per-node wall seconds).
 
-The ComfyUI tree is ``$COMFYUI_DIR``, else the path recorded in ``.runtime/comfyui-path`` by ``scripts/setup_env.sh``;
-the interpreter is ``$COMFYUI_PYTHON``, else the repository's ``.venv/bin/python``. Only the stdlib and aiohttp are used.
+The ComfyUI tree is ``$COMFYUI_DIR``, else the path ``scripts/setup_env.sh`` recorded in the environment
+(``comfy_env.comfyui_dir``); the interpreter is ``$COMFYUI_PYTHON``, else the virtual environment this script runs in,
+else the repository's ``.venv/bin/python``. Only the stdlib and aiohttp are used.
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ class ComfyServerError(RuntimeError):
 
 
 def venv_python() -> Path:
-    """The interpreter that runs ComfyUI: $COMFYUI_PYTHON, else the repository's .venv."""
+    """The interpreter that runs ComfyUI: $COMFYUI_PYTHON, else this virtual environment's, else the repository's
+    .venv (each environment is set up for one ComfyUI tree, see scripts/setup_env.sh)."""
     if os.environ.get("COMFYUI_PYTHON"):
         return Path(os.environ["COMFYUI_PYTHON"])
+    if sys.prefix != sys.base_prefix:
+        return Path(sys.prefix) / "bin" / "python"
     return ROOT / ".venv" / "bin" / "python"
 
 
