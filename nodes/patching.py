@@ -1,17 +1,21 @@
-"""ComfyUI glue for SODA runs: install the hooks on a ModelPatcher clone and give each sampling run its own state.
+"""ComfyUI glue for SODA runs: install SODA's seams on a ModelPatcher clone and give each sampling run its own state.
 
-Seams used (no ComfyUI code is edited or copied):
-  * OUTER_SAMPLE wrapper: creates the ``SodaRun`` for this run from the run's sigmas; ``finally`` logs the summary,
-    drops every cache and restores the guider's model options;
-  * APPLY_MODEL wrapper: tells the run the sigma, CFG stream and latent/text shapes of each model call;
-  * ``patches_replace["dit"]`` on every block: runs the block as the schedule says.
+Seams used (no ComfyUI code is edited or copied; all are undone by ComfyUI when another clone of the model loads):
+  * OUTER_SAMPLE wrapper: creates the ``SodaRun`` of a run from its sigmas and puts it in the patched model's run
+    slot; ``finally`` empties the slot, logs the summary and drops every cache;
+  * APPLY_MODEL wrapper: tells the run the sigma, the rows, what else the call computes and the shapes of each
+    model call (and lets it measure FLOPs on the first call of a shape);
+  * object patches of each served block's ``forward`` and of the ``forward`` of the block submodules its program
+    intercepts (``soda_core.seams``): pass-throughs unless a SODA run is active;
+  * ``transformer_options["optimized_attention_override"]``: attention calls inside served blocks (an override set
+    before SODA's is called by it).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +23,12 @@ import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
-from ..soda_core.adapters import Granularity, ModelAdapter, adapter_for, check_block_source, model_layout
-from ..soda_core.layout import ModelLayout
-from ..soda_core.runtime import RunReport, SodaRun, StepObserver
+from ..soda_core.adapters import ServedModel, serve
+from ..soda_core.adapters.patterns import program_for
+from ..soda_core.layout import Granularity
+from ..soda_core.runtime import CostBook, RunReport, SodaRun, StepObserver
 from ..soda_core.schedule import Schedule
+from ..soda_core.seams import AttentionSeam, BlockSeam, RunSlot, TapSeam
 from ..soda_core.tokens import TokenScore
 
 
@@ -30,7 +36,8 @@ logger = logging.getLogger(__name__)
 
 WRAPPER_KEY = "soda"
 OPTIONS_KEY = "soda"  # transformer_options entry holding the SodaHook of a patched model
-RUN_KEY = "soda_run"  # transformer_options entry holding the SodaRun of the current sampling run
+ATTENTION_OVERRIDE = "optimized_attention_override"
+REPORTS_KEPT = 16
 
 
 def comfy_version() -> str:
@@ -42,83 +49,93 @@ def comfy_version() -> str:
         return "unknown"
 
 
-def _resolve(path: str) -> Callable[..., Any]:
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
-
-
-def _linear_weights(cast: Callable[..., Any]) -> Callable[[torch.nn.Module, torch.Tensor], Any]:
-    """Weights of a linear layer as ComfyUI would use them for ``x`` (device/dtype casts, LoRA weight functions)."""
-
-    def weights(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if hasattr(module, "weight_function"):
-            return cast(module, x)  # type: ignore[no-any-return]
-        return module.weight, module.bias  # type: ignore[return-value]
-
-    return weights
-
-
-def resolve_ops(adapter: ModelAdapter) -> dict[str, Callable[..., Any]]:
-    ops = {name: _resolve(path) for name, path in adapter.functions.items()}
-    ops["linear_weights"] = _linear_weights(ops["linear_weights"])
-    return ops
-
-
-def prepare(
-    model: comfy.model_patcher.ModelPatcher, granularity: Granularity = Granularity.MODULE
-) -> tuple[ModelAdapter, ModelLayout]:
-    """The adapter and layout of a ComfyUI model; refuses models whose block code SODA does not mirror."""
-    diffusion_model = model.get_model_object("diffusion_model")
-    adapter = adapter_for(diffusion_model)
-    for attribute, _ in adapter.block_lists:
-        blocks = getattr(diffusion_model, attribute)
-        if len(blocks):
-            check_block_source(adapter, type(blocks[0]), comfy_version())
-    return adapter, model_layout(adapter, diffusion_model, granularity)
+def prepare(model: comfy.model_patcher.ModelPatcher, granularity: Granularity = Granularity.MODULE) -> ServedModel:
+    """The served blocks and layout of a ComfyUI model (a family without a record is served at block granularity,
+    which its notes say)."""
+    served = serve(model.get_model_object("diffusion_model"), granularity)
+    for note in served.family.notes:
+        logger.warning("%s", note)
+    return served
 
 
 @dataclass
 class SodaHook:
     """What a patched model carries: how to make the schedule and observer of each run, and what runs reported."""
 
-    adapter: ModelAdapter
+    served: ServedModel
     schedule_for: Callable[[torch.Tensor], Schedule]
     score: TokenScore = TokenScore.MEAN
     observer_for: Callable[[torch.Tensor], StepObserver | None] = lambda sigmas: None
     on_finish: Callable[[SodaRun], None] | None = None
-    reports: list[RunReport] = field(default_factory=list)
+    reports: deque[RunReport] = field(default_factory=lambda: deque(maxlen=REPORTS_KEPT))
+    slot: RunSlot = field(default_factory=RunSlot)
+    costs: CostBook = field(default_factory=CostBook)
 
     def start(self, sigmas: torch.Tensor) -> SodaRun:
         schedule = self.schedule_for(sigmas)
-        return SodaRun(self.adapter, schedule, resolve_ops(self.adapter), self.score, self.observer_for(sigmas))
+        where = f"ComfyUI {comfy_version()}"
+        return SodaRun(self.served, schedule, self.score, self.observer_for(sigmas), self.costs, where)
 
 
-def install(model: comfy.model_patcher.ModelPatcher, hook: SodaHook, layout: ModelLayout) -> None:
-    """Put SODA's wrappers and block patches on ``model`` (a clone the caller owns)."""
-    model.model_options["transformer_options"][OPTIONS_KEY] = hook
+def _own_forward(module: torch.nn.Module) -> Callable[..., Any]:
+    """The forward a module's class defines, bound to it (not an instance patch another clone may have left)."""
+    return type(module).forward.__get__(module)  # type: ignore[no-any-return]
+
+
+def install(model: comfy.model_patcher.ModelPatcher, hook: SodaHook) -> None:
+    """Put SODA's wrappers, object patches and attention override on ``model`` (a clone the caller owns)."""
+    options = model.model_options["transformer_options"]
+    options[OPTIONS_KEY] = hook
+    previous = options.get(ATTENTION_OVERRIDE)
+    if isinstance(previous, AttentionSeam):  # patching a SODA model again replaces the earlier SODA patch
+        logger.warning("SODA: this model is already SODA-patched; the new patch replaces the earlier one.")
+        previous = previous.previous
+    options[ATTENTION_OVERRIDE] = AttentionSeam(hook.slot, previous)
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _outer_sample)
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY, _apply_model)
-    for block in layout.blocks:
-        model.set_model_patch_replace(_BlockPatch(block.kind, block.index), "dit", block.kind, block.index)
+    modular = hook.served.granularity is Granularity.MODULE
+    for index, layer in enumerate(hook.served.layers):
+        prefix = f"diffusion_model.{layer.path}"
+        model.add_object_patch(f"{prefix}.forward", BlockSeam(hook.slot, index, _own_forward(layer.block)))
+        for tap, (path, _) in enumerate(program_for(layer.spec, modular).taps):
+            try:
+                submodule = layer.block.get_submodule(path)
+            except AttributeError:
+                continue  # the behavioural check notices the missing submodule on the first call
+            model.add_object_patch(f"{prefix}.{path}.forward", TapSeam(hook.slot, index, tap, _own_forward(submodule)))
 
 
 def _outer_sample(executor: Any, *args: Any, **kwargs: Any) -> Any:
     guider = executor.class_obj
-    original_options = guider.model_options
-    hook: SodaHook = original_options["transformer_options"][OPTIONS_KEY]
+    hook: SodaHook = guider.model_options["transformer_options"][OPTIONS_KEY]
     sigmas = args[3]  # CFGGuider.outer_sample(noise, latent_image, sampler, sigmas, ...)
     run = hook.start(sigmas.detach().double().cpu())
-    guider.model_options = comfy.model_patcher.create_model_options_clone(original_options)
-    guider.model_options["transformer_options"][RUN_KEY] = run
+    outer, hook.slot.run = hook.slot.run, run
     try:
         return executor(*args, **kwargs)
     finally:
-        guider.model_options = original_options
+        hook.slot.run = outer
         if hook.on_finish is not None:
             hook.on_finish(run)
         report = run.finish()
         hook.reports.append(report)
         logger.info("SODA: %s", report.summary())
+
+
+def _name(value: Any) -> str:
+    return str(getattr(value, "__qualname__", None) or type(value).__qualname__)
+
+
+def computation_identity(options: dict[str, Any]) -> Hashable:
+    """What, besides the rows, tells one model call's computation from another's: the block and attention
+    replacements and patches other nodes put in ``transformer_options`` (e.g. SkipLayerGuidance's skipped layers),
+    by kind, key and function name, so it stays the same from step to step."""
+    parts: list[tuple[str, ...]] = []
+    for kind, entries in (options.get("patches_replace") or {}).items():
+        parts.extend((str(kind), str(key), _name(fn)) for key, fn in entries.items())
+    for kind, functions in (options.get("patches") or {}).items():
+        parts.append((str(kind), *(_name(fn) for fn in functions)))
+    return tuple(sorted(parts))
 
 
 def _apply_model(
@@ -132,24 +149,13 @@ def _apply_model(
     **kwargs: Any,
 ) -> Any:
     options = transformer_options if transformer_options is not None else {}
-    run: SodaRun | None = options.get(RUN_KEY)
-    if run is not None:
-        stream = tuple(int(c) for c in options.get("cond_or_uncond", ()))
-        # the one host read of a device value per model call: the step is decided in Python from the sigma
-        run.begin_call(executor.class_obj.diffusion_model, x, float(t.flatten()[0]), c_crossattn, stream)
-    return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
-
-
-class _BlockPatch:
-    """``patches_replace["dit"][(kind, index)]``: hands the block call to the run (or runs it as is, outside one)."""
-
-    def __init__(self, kind: str, index: int) -> None:
-        self.kind, self.index = kind, index
-
-    def __call__(self, args: dict[str, Any], extra: dict[str, Any]) -> dict[str, torch.Tensor]:
-        original = extra["original_block"]
-        options = args.get("transformer_options") or {}
-        run: SodaRun | None = options.get(RUN_KEY)
-        if run is None:
-            return original(args)  # type: ignore[no-any-return]
-        return run.run_block(self.kind, self.index, run.block_module(self.kind, self.index), args, original)
+    hook: SodaHook | None = options.get(OPTIONS_KEY)
+    run = hook.slot.run if hook is not None else None
+    if run is None:
+        return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
+    rows = tuple(int(c) for c in options.get("cond_or_uncond", ()))
+    context = int(c_crossattn.shape[1]) if torch.is_tensor(c_crossattn) and c_crossattn.dim() >= 2 else 0
+    # the one host read of a device value per model call: the step is decided in Python from the sigma
+    run.begin_call(x, float(t.flatten()[0]), context, rows, computation_identity(options))
+    with run.measuring():
+        return executor(x, t, c_concat, c_crossattn, control, options, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,8 +14,7 @@ import comfy.utils
 import latent_preview
 import torch
 
-from ..soda_core.adapters import Granularity
-from ..soda_core.layout import ModelLayout
+from ..soda_core.layout import Granularity, ModelLayout
 from ..soda_core.profile import SensitivityProfile
 from ..soda_core.profiler import ProfileConfig, SensitivityRecorder, check_memory
 from ..soda_core.runtime import SodaRun
@@ -65,7 +65,8 @@ def profile_model(
     granularity: Granularity = Granularity.MODULE,
 ) -> tuple[SensitivityProfile, dict[str, Any]]:
     """Sample ``settings.runs`` times at full compute and return the profile and the last run's latent."""
-    adapter, layout = prepare(model, granularity)
+    served = prepare(model, granularity)
+    layout, granularity = served.layout, served.granularity
     diffusion_model = model.get_model_object("diffusion_model")
     if granularity is Granularity.BLOCK and config.measure_pruning:
         config = ProfileConfig(**{**config.__dict__, "measure_pruning": False})
@@ -74,13 +75,13 @@ def profile_model(
     collector = _Collector(layout, config)
     clone = model.clone()
     hook = SodaHook(
-        adapter,
+        served,
         lambda sigmas: Schedule.full_compute(layout, sigmas),
         score=config.score,
         observer_for=collector.observer_for,
         on_finish=collector.runs.append,
     )
-    install(clone, hook, layout)
+    install(clone, hook)
     total = settings.steps * settings.runs
     progress = comfy.utils.ProgressBar(total)
     samples = latent_image
@@ -111,8 +112,9 @@ def profile_model(
         )
     if collector.recorder is None or collector.sigmas is None or not collector.runs:
         raise RuntimeError("SODA profiling: sampling finished without calling the model.")
+    last = collector.runs[-1]
     meta = {
-        "model_family": adapter.name,
+        "model_family": served.family.name,
         "model_class": type(diffusion_model).__name__,
         "granularity": granularity.value,
         "comfyui_version": comfy_version(),
@@ -123,12 +125,24 @@ def profile_model(
         "cfg": settings.cfg,
         "calibration_runs": settings.runs,
         "latent_shape": list(latent_image.shape),
-        "image_tokens": collector.runs[-1].tokens.image,
-        "text_tokens": collector.runs[-1].tokens.text,
+        "image_tokens": last.tokens.image,
+        "text_tokens": last.tokens.text,
         "seconds": round(sum(r.seconds for r in hook.reports), 3),
     }
-    profile = collector.recorder.result(collector.sigmas, collector.runs[-1].flop_model(), meta)
-    return profile, {**latent, "samples": samples}
+    profile = collector.recorder.result(collector.sigmas, last.flop_model(), meta)
+    return only_prunable(profile, last.prunable()), {**latent, "samples": samples}
+
+
+def only_prunable(profile: SensitivityProfile, cells: set[tuple[int, str]]) -> SensitivityProfile:
+    """The profile with E_p = inf (never recompute selected tokens) wherever the served program cannot."""
+    if not profile.has_prune_error:
+        return profile
+    prune = profile.prune_error.clone()
+    for layer in range(profile.layout.num_layers):
+        for m, module in enumerate(profile.layout.modules):
+            if (layer, module) not in cells:
+                prune[:, layer, m] = float("inf")
+    return dataclasses.replace(profile, prune_error=prune)
 
 
 def _check_memory_before(

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import comfy.model_detection
 import comfy.model_management
 import comfy.model_patcher
 import comfy.supported_models
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from comfy_api.latest import io
 
 from ..soda_core.weights import seed_parameters
+from .patching import comfy_version
 
 
 logger = logging.getLogger(__name__)
@@ -52,14 +54,45 @@ def register_model_folders() -> None:
 register_model_folders()
 
 
-def _build_model(family: str, unet_config: dict[str, Any], source: str) -> Any:
+def _build_model(family: str, unet_config: dict[str, Any], source: str, state_dict: Any = None) -> Any:
     """``comfy.supported_models.<Family>(unet_config)`` in float32 -> a ``comfy.model_base`` model (weights unset)."""
     class_name = MODEL_FAMILIES.get(family)
     if class_name is None:
         raise ValueError(
             f"{source}: unknown SODA model family {family!r}. Known families: {', '.join(sorted(MODEL_FAMILIES))}."
         )
-    model_config = getattr(comfy.supported_models, class_name)(unet_config)
+    return build_diffusion_model(class_name, unet_config, state_dict)
+
+
+def build_diffusion_model(class_name: str, unet_config: dict[str, Any], state_dict: Any = None) -> Any:
+    """A ``comfy.model_base`` model of ``comfy.supported_models.<class_name>`` in float32 (weights unset).
+
+    ``unet_config`` may lack fields the running ComfyUI's model classes need (newer versions add some, e.g.
+    ``txt_ids_dims`` of Flux in 0.33): they are filled in from ComfyUI's own detection of the model's weights
+    (``comfy.model_detection.detect_unet_config``), given in ``state_dict`` or, without weights, of an unset model
+    built once with placeholders. The values ``unet_config`` gives always win.
+    """
+    supported = getattr(comfy.supported_models, class_name)
+    try:
+        return _instantiate(supported, unet_config)
+    except TypeError as error:
+        missing = re.findall(r"'(\w+)'", str(error)) if "required" in str(error) else []
+        if not missing:
+            raise
+    if state_dict is None:
+        state_dict = _instantiate(supported, {**dict.fromkeys(missing), **unet_config}).diffusion_model.state_dict()
+    detected = comfy.model_detection.detect_unet_config(state_dict, "") or {}
+    absent = [k for k in missing if k not in detected]
+    if absent:
+        raise ValueError(
+            f"ComfyUI {comfy_version()} needs {', '.join(absent)} to build a {class_name} model and its detection does "
+            "not give it. Update comfyui-soda, or report the ComfyUI version at the pack's issue tracker."
+        )
+    return _instantiate(supported, {**{k: detected[k] for k in missing}, **unet_config})
+
+
+def _instantiate(supported: Any, unet_config: dict[str, Any]) -> Any:
+    model_config = supported(unet_config)
     model_config.set_inference_dtype(torch.float32, None)
     return model_config.get_model({})
 
@@ -124,7 +157,8 @@ def load_reference_model(path: str | os.PathLike[str]) -> comfy.model_patcher.Mo
     source = str(path)
     state_dict, metadata = comfy.utils.load_torch_file(source, safe_load=True, return_metadata=True)
     family, unet_config = _read_metadata(source, metadata)
-    model = _build_model(family, unet_config, source)
+    model = _build_model(family, unet_config, source, state_dict)
+    state_dict = model.model_config.process_unet_state_dict(state_dict)  # ComfyUI's own key conversions
     diffusion_model = model.diffusion_model
     _check_state_dict(source, diffusion_model.state_dict(), state_dict)
     diffusion_model.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()}, strict=True)

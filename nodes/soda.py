@@ -5,9 +5,8 @@ from __future__ import annotations
 import comfy.samplers
 from comfy_api.latest import io
 
-from ..soda_core.adapters import Granularity
 from ..soda_core.api import SodaPlan, plan_schedule
-from ..soda_core.layout import check_layout
+from ..soda_core.layout import Granularity, check_layout
 from ..soda_core.planner import PlanConfig
 from ..soda_core.profile import SensitivityProfile
 from ..soda_core.profiler import ProfileConfig
@@ -318,15 +317,15 @@ class SODAModelPatch(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, schedule: SodaPlan) -> io.NodeOutput:
-        adapter, layout = prepare(model, granularity_of(schedule.profile))
-        check_layout(schedule.profile.layout, layout, "schedule")
+        served = prepare(model, granularity_of(schedule.profile))
+        check_layout(schedule.profile.layout, served.layout, "schedule")
         patched = model.clone()
-        install(patched, SodaHook(adapter, schedule.for_sigmas, score=score_of(schedule.profile)), layout)
+        install(patched, SodaHook(served, schedule.for_sigmas, score=score_of(schedule.profile)))
         return io.NodeOutput(patched)
 
 
 def granularity_of(profile: SensitivityProfile) -> Granularity:
-    return Granularity(profile.meta.get("granularity", Granularity.MODULE.value))
+    return profile.layout.granularity
 
 
 def score_of(profile: SensitivityProfile) -> TokenScore:

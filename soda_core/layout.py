@@ -1,13 +1,26 @@
 """Where the modules are: the block layout of a DiT as SODA indexes it.
 
-A layer ``l`` is one transformer block in execution order; each block has the same named modules (``attn``,
-``cross_attn``, ``mlp``; or the single pseudo-module ``block`` at block granularity). ``BlockRef`` names a block by
-the key ComfyUI's ``patches_replace["dit"]`` uses for it, so layouts survive being written to a profile file.
+A layer ``l`` is one transformer block in execution order. The module axis lists every module name the model's
+blocks have (``attn``, ``cross_attn``, ``mlp``, ...), or the single pseudo-module ``block`` at block granularity; a
+block without one of them (e.g. the extra self-attention only some SD3.5 blocks have) simply has no FLOPs for it.
+``BlockRef`` names a block by its kind and index in its block list, so layouts survive being written to a profile
+file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, field
+
+
+class Granularity(str, enum.Enum):
+    """What SODA caches and profiles: each module of a block (the paper), or whole blocks (coarser, any block)."""
+
+    MODULE = "module"
+    BLOCK = "block"
+
+
+BLOCK_MODULES = ("block",)
 
 
 @dataclass(frozen=True)
@@ -23,10 +36,18 @@ class BlockRef:
 
 @dataclass(frozen=True)
 class ModelLayout:
-    """The blocks of a model in execution order and the module names every block has."""
+    """The blocks of a model in execution order, the module names of the module axis and the granularity."""
 
     blocks: tuple[BlockRef, ...]
     modules: tuple[str, ...]
+    granularity: Granularity = field(default=Granularity.MODULE)
+
+    def __post_init__(self) -> None:
+        if (self.modules == BLOCK_MODULES) != (self.granularity is Granularity.BLOCK):
+            raise ValueError(
+                f"A layout at {self.granularity.value} granularity cannot have the modules {self.modules}; block "
+                f"granularity has exactly the module {BLOCK_MODULES[0]!r}."
+            )
 
     @property
     def num_layers(self) -> int:
@@ -39,8 +60,15 @@ class ModelLayout:
     def layer_of(self, block: BlockRef) -> int:
         return self.blocks.index(block)
 
+    def at_block_granularity(self) -> ModelLayout:
+        return ModelLayout(self.blocks, BLOCK_MODULES, Granularity.BLOCK)
+
     def to_json(self) -> dict[str, object]:
-        return {"blocks": [[b.kind, b.index] for b in self.blocks], "modules": list(self.modules)}
+        return {
+            "blocks": [[b.kind, b.index] for b in self.blocks],
+            "modules": list(self.modules),
+            "granularity": self.granularity.value,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> ModelLayout:
@@ -48,7 +76,10 @@ class ModelLayout:
         modules = data["modules"]
         if not isinstance(blocks, list) or not isinstance(modules, list):
             raise ValueError(f"A layout needs lists 'blocks' and 'modules'; got {data!r}.")
-        return cls(tuple(BlockRef(str(k), int(i)) for k, i in blocks), tuple(str(m) for m in modules))
+        modules_ = tuple(str(m) for m in modules)
+        default = Granularity.BLOCK if modules_ == BLOCK_MODULES else Granularity.MODULE
+        granularity = Granularity(str(data.get("granularity", default.value)))
+        return cls(tuple(BlockRef(str(k), int(i)) for k, i in blocks), modules_, granularity)
 
     def describe(self) -> str:
         kinds: dict[str, int] = {}

@@ -250,13 +250,14 @@ def _check_profile(profile: SensitivityProfile, pruning: bool) -> None:
             "Fix: re-run the Profile Sensitivity node.",
         )
     used = torch.arange(steps)[:, None] >= torch.arange(1, distances + 1)  # (T, K): t >= k
+    present = profile.flops.full > 0  # (L, M): a module a block does not have has no FLOPs and no errors
     for name, mask in nan.items():
-        bad = mask & used[:, None, None, :]  # (T, L, M, K)
+        bad = mask & used[:, None, None, :] & present[None, :, :, None]  # (T, L, M, K)
         if bool(bad.any()):
             t, layer, module, k = (int(i) for i in bad.nonzero()[0])
             raise ValueError(
                 f"profile.{name} is NaN at step {t}, layer {layer}, module {module}, distance {k + 1}, which the "
-                "planner needs (only t < k may be NaN). Fix: re-run the Profile Sensitivity node."
+                "planner needs (only t < k, or a module the block does not have, may be NaN). Fix: re-run the Profile Sensitivity node."
             )
 
 

@@ -1,22 +1,31 @@
-"""SODA during sampling: per-run state that the ComfyUI hooks consult on every model call and block call.
+"""SODA during sampling: the per-run state that ComfyUI's seams consult on every model call, block call,
+intercepted submodule call and attention call.
 
-One ``SodaRun`` lives exactly as long as one sampling run (ComfyUI creates it in its OUTER_SAMPLE wrapper and drops
-it in ``finally``). It knows the step from the sigma of each model call, keeps one module-output cache per CFG
-stream, runs each block as the schedule says, and counts the FLOPs it actually spends.
+One ``SodaRun`` lives exactly as long as one sampling run (created in ComfyUI's OUTER_SAMPLE wrapper, dropped in
+``finally``). It knows the step from the sigma of each model call, keeps one module-output cache per *call
+identity* (which rows, what the call computes, and the how-manieth call of that kind in the step: two different
+computations never share a cache), runs each block as the schedule says and counts the FLOPs it spends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from .adapters.base import BlockStep, Granularity, ModelAdapter, ModuleCosts, Observer
-from .flops import FlopModel, linear_flops
+from .accounting import FlopLedger, FlopMeter, ModuleCosts
+from .adapters import Layer, ServedModel
+from .adapters.check import Verdict, known_verdict, verdict_for
+from .adapters.patterns import AttentionCall
+from .adapters.step import BlockCall, BlockStep, Cache, Observer, stream_layouts
+from .flops import FlopModel
+from .layout import BLOCK_MODULES, Granularity
 from .schedule import Schedule
 from .tokens import TokenLayout, TokenScore
 
@@ -24,9 +33,8 @@ from .tokens import TokenLayout, TokenScore
 logger = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
-Stream = tuple[int, ...]
-# (step, layer, module, stream, output (B, N, C), scores (B, N), token layout)
-StepObserver = Callable[[int, int, str, Stream, Tensor, Tensor, TokenLayout], None]
+# (step, layer, module, call identity, output (B, N, C), scores (B, N), token layout)
+StepObserver = Callable[[int, int, str, Hashable, Tensor, Tensor, TokenLayout], None]
 
 
 def step_of_sigma(sigmas: Sequence[float], sigma: float) -> int:
@@ -50,6 +58,7 @@ class RunReport:
     """What a run did, for the log line and the nodes' summaries."""
 
     steps: int = 0
+    full_steps: int = 0
     model_calls: int = 0
     flops: float = 0.0
     full_flops: float = 0.0
@@ -66,7 +75,7 @@ class RunReport:
 
     def summary(self) -> str:
         return (
-            f"{self.model_calls} model calls over {self.steps} steps in {self.seconds:.1f} s; "
+            f"{self.model_calls} model calls over {self.steps} steps ({self.full_steps} full) in {self.seconds:.1f} s; "
             f"transformer FLOPs {self.flops / 1e9:.2f} G of {self.full_flops / 1e9:.2f} G full "
             f"({self.flops_ratio:.2f}x); modules full/partial/reused: "
             f"{self.full_modules}/{self.partial_modules}/{self.reused_modules}"
@@ -74,194 +83,269 @@ class RunReport:
         )
 
 
+@dataclass
+class _Call:
+    """The model call in progress."""
+
+    step: int
+    key: Hashable  # cache identity
+    shape: tuple[int, ...]  # FLOP measurement key of the call
+    image: int  # image tokens of the latent
+    text: int  # text tokens (context length, then the length of the text stream blocks see)
+    groups: int
+
+
+@dataclass
+class CostBook:
+    """Measured FLOPs, kept across the runs of one patched model (shapes repeat)."""
+
+    ledger_blocks: dict[tuple[int, tuple[int, ...]], ModuleCosts] = field(default_factory=dict)
+    calls: dict[tuple[int, ...], float] = field(default_factory=dict)
+
+
 class SodaRun:
     """The state of one sampling run under a SODA schedule."""
 
     def __init__(
         self,
-        adapter: ModelAdapter,
+        served: ServedModel,
         schedule: Schedule,
-        ops: dict[str, Callable[..., Any]],
         score: TokenScore = TokenScore.MEAN,
         observer: StepObserver | None = None,
+        costs: CostBook | None = None,
+        where: str = "this ComfyUI",
     ) -> None:
-        self.adapter, self.schedule, self.ops, self.score = adapter, schedule, ops, score
-        granularity = Granularity.BLOCK if schedule.layout.modules == ("block",) else Granularity.MODULE
-        self.programs = adapter.programs_for(granularity)
-        self.observer = observer
-        self.layers = {(b.kind, b.index): layer for layer, b in enumerate(schedule.layout.blocks)}
-        # per step and layer: {module: recompute ratio}, read once here instead of indexing tensors per block call
+        self.served, self.schedule, self.score, self.observer = served, schedule, score, observer
+        self.where = where  # e.g. "ComfyUI 0.33.0", for warnings
+        self.costs = costs if costs is not None else CostBook()
+        self.ledger = FlopLedger(self.costs.ledger_blocks, self.costs.calls)
         modules = schedule.layout.modules
+        # per step and layer: {module: ratio}, read once here instead of indexing tensors per block call
         self._ratios = [[dict(zip(modules, row, strict=True)) for row in step] for step in schedule.recompute.tolist()]
         self._sigmas = schedule.sigmas.tolist()
         self._distance = [schedule.distance(t) for t in range(schedule.steps)]
         self._records = [schedule.needs_cache_after(t) for t in range(schedule.steps)]
-        self.report = RunReport(steps=schedule.steps)
-        self._caches: dict[Stream, dict[int, dict[str, Tensor]]] = {}
-        self._costs: dict[tuple[int, tuple[int, ...]], ModuleCosts] = {}
-        self._base_flops: dict[tuple[int, ...], float] = {}
+        self.report = RunReport(steps=schedule.steps, full_steps=len(schedule.anchors))
+        self._caches: dict[Hashable, dict[int, Cache]] = {}
+        self._seen: dict[Hashable, int] = {}  # calls of one identity in the current step
+        self._seen_step = -1
         self._started = time.perf_counter()
-        self._model: torch.nn.Module | None = None
-        self._lists = {kind: attribute for attribute, kind in adapter.block_lists}
-        self.step = 0
-        self.stream: Stream = ()
-        self.groups = 1  # CFG chunks of the current call ([cond rows; uncond rows]); they share recomputed tokens
-        self.tokens = TokenLayout(0, 0)
+        self._call: _Call | None = None
+        self._active: tuple[BlockStep, Any] | None = None  # the block call in progress and its program
+        self._inside = 0.0  # FLOPs of served block calls during a measured model call
+        self._counter: FlopCounterMode | None = None
 
-    # ---------------------------------------------------------------- calls
+    @property
+    def tokens(self) -> TokenLayout:
+        """Token counts of the last model call (for a profile's metadata)."""
+        call = self._call
+        return TokenLayout(text=call.text, image=call.image) if call else TokenLayout(0, 0)
+
+    # ---------------------------------------------------------------- model calls
 
     def begin_call(
-        self, diffusion_model: torch.nn.Module, x: Tensor, sigma: float, context: Tensor | None, stream: Stream
+        self, x: Tensor, sigma: float, context_tokens: int, rows: Sequence[int], computes: Hashable
     ) -> None:
-        """A model call starts: find its step, its CFG stream and its token layout; count the non-block FLOPs."""
-        self.step = step_of_sigma(self._sigmas, sigma)
-        self.stream = (*stream, x.shape[0])
-        self.groups = len(stream) if len(stream) > 1 and x.shape[0] % len(stream) == 0 else 1
-        patch = int(getattr(diffusion_model, self.adapter.patch_size_attr, 1))
-        text = int(context.shape[1]) if context is not None else 0
-        self.tokens = TokenLayout(text=text, image=self.adapter.image_tokens(x.shape, patch))
-        self.report.model_calls += 1
-        self._model = diffusion_model
-        key = (x.shape[0], *x.shape[2:], text)
-        if key not in self._base_flops:
-            self._base_flops[key] = _base_flops(self.adapter, diffusion_model, self.tokens, x.shape[0])
-        self.report.flops += self._base_flops[key]
-        self.report.full_flops += self._base_flops[key]
-
-    def run_block(
-        self,
-        kind: str,
-        index: int,
-        block: torch.nn.Module,
-        args: dict[str, Any],
-        original: Callable[[dict[str, Any]], dict[str, Tensor]],
-    ) -> dict[str, Tensor]:
-        """One block call, as the schedule plans it for the current step."""
-        layer = self.layers.get((kind, index))
-        if layer is None:  # a block the schedule does not cover runs as ComfyUI would run it
-            return original(args)
-        tokens = self._complete_tokens(kind, args)
-        program = self.programs[kind]
-        costs = self._block_costs(layer, program, block, args, tokens)
-        anchor = self._distance[self.step] == 0
-        record = anchor and self._records[self.step]
-        modules = self.schedule.layout.modules
-        ratios = self._ratios[self.step][layer]
-        cache = self._caches.setdefault(self.stream, {}).setdefault(layer, {})
-        if not anchor and not _cache_fits(cache, ratios, args):
-            self.report.cache_misses += 1
-            if self.report.cache_misses == 1:
-                logger.warning("SODA: no usable cache for a reuse step (new CFG stream or shape); computing fully.")
-            ratios, record = dict.fromkeys(modules, 1.0), True
-        self._count(costs, ratios, record or self.observer is not None)
-        if all(r >= 1.0 for r in ratios.values()) and not record and self.observer is None:
-            return original(args)  # plain anchor: the block's own forward, bit-exact and without overhead
-        step = BlockStep(
-            ratios,
-            cache,
-            tokens,
-            self.ops,
-            record=record,
-            score=self.score,
-            observe=self._observer_for(layer, tokens),
-            original=original,
-            groups=self.groups,
+        """A model call starts: its step, its cache identity and its token counts. ``rows`` is ComfyUI's
+        ``cond_or_uncond`` (CFG chunks of the batch), ``computes`` what else tells calls apart (see the module)."""
+        step = step_of_sigma(self._sigmas, sigma)
+        if step != self._seen_step:
+            self._seen, self._seen_step = {}, step
+        identity = (tuple(rows), int(x.shape[0]), computes)
+        occurrence = self._seen.get(identity, 0)
+        self._seen[identity] = occurrence + 1
+        groups = len(rows) if len(rows) > 1 and x.shape[0] % len(rows) == 0 else 1
+        shape = (int(x.shape[0]), *(int(d) for d in x.shape[1:]), context_tokens)
+        self._call = _Call(
+            step, (*identity, occurrence), shape, self.served.image_tokens(x.shape), context_tokens, groups
         )
-        return program.run(block, args, step)
+        self.report.model_calls += 1
 
-    def block_module(self, kind: str, index: int) -> torch.nn.Module:
-        """The block ``(kind, index)`` of the model this call runs."""
-        if self._model is None:
-            raise RuntimeError("SODA: a block ran before the model call was announced (APPLY_MODEL wrapper missing).")
-        return getattr(self._model, self._lists[kind])[index]  # type: ignore[no-any-return]
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        """Around a model call: the first call of each shape is counted by FlopCounterMode, and what its served
+        blocks do not account for is the model's base FLOPs (embedders, final layer, unserved blocks)."""
+        call = self._call
+        if call is None or call.shape in self.costs.calls:
+            yield
+            if call is not None:
+                self.ledger.count_call(call.shape)
+            return
+        counter = FlopCounterMode(display=False)
+        self._inside, self._counter = 0.0, counter
+        try:
+            with counter:
+                yield
+        finally:
+            self._counter = None
+        self.costs.calls[call.shape] = float(counter.get_total_flops()) - self._inside
+        self.ledger.count_call(call.shape)
+
+    # ---------------------------------------------------------------- block calls
+
+    def run_block(self, layer: int, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """One call of a served block, as the schedule plans it for the current step."""
+        served, call = self.served.layers[layer], self._call
+        block_call = BlockCall(served.spec, forward, args, kwargs)
+        if call is None or self._active is not None:  # outside a model call, or a block inside a block
+            return block_call.run()
+        outer = self._counter.get_total_flops() if self._counter is not None else 0
+        try:
+            return self._run_block(layer, served, call, block_call)
+        finally:
+            if self._counter is not None:
+                self._inside += float(self._counter.get_total_flops() - outer)
+
+    def _run_block(self, layer: int, served: Layer, call: _Call, block_call: BlockCall) -> Any:
+        tokens = stream_layouts(block_call, call.image, call.text)
+        text = [t.text for name, t in tokens.items() if t.text and not t.image]
+        if text:
+            call.text = text[0]  # joint streams of later blocks hold this many text tokens
+        verdict = verdict_for(
+            served,
+            block_call,
+            self._granularity,
+            lambda r, c, rec: self._step(layer, r, c, tokens, rec),
+            self.run_program,
+            self.where,
+        )
+        if verdict.program is None:
+            return block_call.run()
+        program = verdict.program
+        ratios = self._planned(layer, call.step, program, verdict)
+        anchor = self._distance[call.step] == 0
+        record = anchor and self._records[call.step]
+        cache = self._caches.setdefault(call.key, {}).setdefault(layer, {})
+        step = self._step(layer, ratios, cache, tokens, record)
+        if not anchor and not program.fits(step, block_call):
+            self._miss()
+            step.ratios, step.record = dict.fromkeys(ratios, 1.0), True
+        inputs = block_call.inputs().values()
+        shape_key = (
+            layer,
+            (len(next(iter(inputs))) if inputs else 0, *(int(t.shape[1]) for t in inputs if t.dim() > 1)),
+        )
+        costs = self.costs.ledger_blocks.get(shape_key)
+        if costs is None and any(r < 1.0 for r in step.ratios.values()):
+            step.ratios, step.record = dict.fromkeys(step.ratios, 1.0), True  # a shape first seen on a reuse step
+        step.observe = self._observer_for(layer, call, program, verdict)
+        plain = all(r >= 1.0 for r in step.ratios.values()) and not step.record and step.observe is None
+        if costs is None:
+            with FlopCounterMode(display=False) as counter:
+                step.meter = FlopMeter(counter.get_total_flops)
+                out = self.run_program(program, step, block_call)
+        elif plain:
+            out = block_call.run()  # plain full step: the block's own forward, bit-exact and without overhead
+        else:
+            out = self.run_program(program, step, block_call)
+        if costs is None and step.meter is not None:
+            costs = self._module_costs(step.meter.costs(), program)
+            self.costs.ledger_blocks[shape_key] = costs
+        if costs is not None:
+            self.ledger.count_block(costs, self._counted(step.ratios, program))
+        return out
+
+    def tap(
+        self, layer: int, index: int, original: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """A call of an intercepted submodule of block ``layer``."""
+        active = self._active
+        if active is None or active[0].layer != layer:
+            return original(*args, **kwargs)
+        step, program = active
+        return program.tap(step, index, original, args, kwargs)
+
+    def attention(self, func: Callable[..., Tensor], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """An attention call (ComfyUI's ``optimized_attention_override``)."""
+        active = self._active
+        if active is None:
+            return func(*args, **kwargs)
+        step, program = active
+        return program.attention(step, AttentionCall(func, args, kwargs))
 
     def finish(self) -> RunReport:
-        self.report.seconds = time.perf_counter() - self._started
+        report = self.report
+        report.seconds = time.perf_counter() - self._started
+        report.flops, report.full_flops = self.ledger.flops, self.ledger.full_flops
+        report.full_modules, report.partial_modules = self.ledger.full_modules, self.ledger.partial_modules
+        report.reused_modules = self.ledger.reused_modules
         self._caches.clear()
-        return self.report
+        return report
 
     def flop_model(self) -> FlopModel:
-        """The per-batch-row FlopModel of the shapes this run saw (first call of every layer), for a profile."""
-        layout = self.schedule.layout
-        full = torch.zeros(layout.num_layers, layout.num_modules, dtype=torch.float64)
-        fixed, per_ratio = torch.zeros_like(full), torch.zeros_like(full)
-        base, record, seen = 0.0, 0.0, set()
-        for (layer, shape), costs in self._costs.items():
-            if layer in seen:
-                continue
-            seen.add(layer)
-            batch = shape[0]
-            for i, m in enumerate(layout.modules):
-                full[layer, i] = costs.full[m] / batch
-                fixed[layer, i] = costs.fixed[m] / batch
-                per_ratio[layer, i] = costs.per_ratio[m] / batch
-            base += costs.base / batch
-            record += costs.record / batch
-        if len(seen) != layout.num_layers:
-            raise RuntimeError(
-                f"SODA profiling saw {len(seen)} of {layout.num_layers} blocks; the layout does not match."
+        return self.ledger.flop_model(self.schedule.layout)
+
+    # ---------------------------------------------------------------- helpers
+
+    def run_program(self, program: Any, step: BlockStep, call: BlockCall) -> Any:
+        self._active = (step, program)
+        try:
+            return program.run(step, call)
+        finally:
+            self._active = None
+
+    @property
+    def _granularity(self) -> Granularity:
+        return self.schedule.layout.granularity
+
+    def _step(
+        self, layer: int, ratios: dict[str, float], cache: Cache, tokens: dict[str, TokenLayout], record: bool
+    ) -> BlockStep:
+        call = self._call
+        groups = call.groups if call is not None else 1
+        return BlockStep(layer, ratios, cache, tokens, record=record, score=self.score, groups=groups)
+
+    def _planned(self, layer: int, step: int, program: Any, verdict: Verdict) -> dict[str, float]:
+        """The plan's ratios for ``program``: a module-granularity plan served at block granularity reuses the block
+        only where the plan reuses all its modules; modules that cannot recompute selected tokens compute them all."""
+        planned = self._ratios[step][layer]
+        if program.modules == BLOCK_MODULES and self.schedule.layout.modules != BLOCK_MODULES:
+            planned = {BLOCK_MODULES[0]: max(planned.values())}
+        ratios = program.effective({m: planned.get(m, 1.0) for m in program.modules})
+        return {m: (1.0 if m in verdict.no_partial and 0.0 < r < 1.0 else r) for m, r in ratios.items()}
+
+    def _counted(self, ratios: dict[str, float], program: Any) -> dict[str, float]:
+        """Ratios in the layout's module names (a block-granularity program of a module layout counts as its first
+        module, where its costs are kept)."""
+        if program.modules == BLOCK_MODULES and self.schedule.layout.modules != BLOCK_MODULES:
+            return {self.schedule.layout.modules[0]: ratios[BLOCK_MODULES[0]]}
+        return ratios
+
+    def _module_costs(self, costs: ModuleCosts, program: Any) -> ModuleCosts:
+        if program.modules == BLOCK_MODULES and self.schedule.layout.modules != BLOCK_MODULES:
+            first = self.schedule.layout.modules[0]
+            rename = {BLOCK_MODULES[0]: first}
+            return ModuleCosts(
+                {rename.get(m, m): v for m, v in costs.full.items()},
+                {rename.get(m, m): v for m, v in costs.fixed.items()},
+                {rename.get(m, m): v for m, v in costs.per_ratio.items()},
+                costs.base,
             )
-        model_base = next(iter(self._base_flops.items()), None)
-        if model_base is not None:
-            base += model_base[1] / model_base[0][0]
-        return FlopModel(full, fixed, per_ratio, base, record)
+        return costs
 
-    # -------------------------------------------------------------- helpers
+    def _miss(self) -> None:
+        self.report.cache_misses += 1
+        if self.report.cache_misses == 1:
+            logger.warning("SODA: no usable cache for a reuse step (a call of a new kind or shape); computing fully.")
 
-    def _complete_tokens(self, kind: str, args: dict[str, Any]) -> TokenLayout:
-        """Reference-image tokens (e.g. Flux Kontext) follow the image tokens in the image stream."""
-        stream_tokens = int(args["img"].shape[1]) - (self.tokens.text if "txt" not in args else 0)
-        reference = max(stream_tokens - self.tokens.image, 0)
-        return TokenLayout(self.tokens.text, self.tokens.image, reference)
-
-    def _block_costs(
-        self, layer: int, program: Any, block: torch.nn.Module, args: dict[str, Any], tokens: TokenLayout
-    ) -> ModuleCosts:
-        key = (layer, (int(args["img"].shape[0]), tokens.text, tokens.image, tokens.reference))
-        if key not in self._costs:
-            self._costs[key] = program.costs(block, args, tokens)
-        return self._costs[key]
-
-    def _count(self, costs: ModuleCosts, ratios: dict[str, float], record: bool) -> None:
-        full = sum(costs.full.values())
-        spent = costs.base + sum(costs.of(m, r) for m, r in ratios.items())
-        if record and all(r >= 1.0 for r in ratios.values()):
-            spent += costs.record
-        self.report.flops += spent
-        self.report.full_flops += costs.base + full
-        for r in ratios.values():
-            if r >= 1.0:
-                self.report.full_modules += 1
-            elif r <= 0.0:
-                self.report.reused_modules += 1
-            else:
-                self.report.partial_modules += 1
-
-    def _observer_for(self, layer: int, tokens: TokenLayout) -> Observer | None:
+    def _observer_for(self, layer: int, call: _Call, program: Any, verdict: Verdict) -> Observer | None:
         if self.observer is None:
             return None
-        observer, step, stream = self.observer, self.step, self.stream
+        observer, step, key = self.observer, call.step, call.key
+        block_for_modules = program.modules == BLOCK_MODULES and self.schedule.layout.modules != BLOCK_MODULES
+        first = self.schedule.layout.modules[0]
 
-        def observe(module: str, output: Tensor, scores: Tensor) -> None:
-            observer(step, layer, module, stream, output, scores, tokens)
+        def observe(module: str, output: Tensor, scores: Tensor, tokens: TokenLayout) -> None:
+            observer(step, layer, first if block_for_modules else module, key, output, scores, tokens)
 
         return observe
 
-
-def _cache_fits(cache: dict[str, Tensor], ratios: dict[str, float], args: dict[str, Any]) -> bool:
-    batch = args["img"].shape[0]
-    return all(m in cache and cache[m].shape[0] == batch for m, r in ratios.items() if r < 1.0)
-
-
-def _base_flops(adapter: ModelAdapter, model: torch.nn.Module, tokens: TokenLayout, batch: int) -> float:
-    """Linear layers outside the transformer blocks (embedders, final layer), counted from their shapes."""
-    block_lists = {name for name, _ in adapter.block_lists}
-    rows_of = {"image": tokens.image + tokens.reference, "text": tokens.text}
-    total = 0
-    for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or name.split(".")[0] in block_lists:
-            continue
-        kind = next((k for prefix, k in adapter.token_rows.items() if name == prefix), None)
-        rows = rows_of[kind] if kind else 1
-        total += linear_flops(batch * rows, module.in_features, module.out_features)
-    return float(total)
+    def prunable(self) -> set[tuple[int, str]]:
+        """(layer, module) cells that can recompute selected tokens, as served in this run (a profile marks the
+        others as never pruned)."""
+        cells: set[tuple[int, str]] = set()
+        for layer, served in enumerate(self.served.layers):
+            verdict = known_verdict(served, self._granularity)
+            if verdict is not None and verdict.program is not None:
+                cells.update((layer, m) for m in verdict.program.partial - verdict.no_partial)
+        return cells

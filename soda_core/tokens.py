@@ -1,8 +1,10 @@
 """Token bookkeeping for partial recompute: which tokens may be pruned, how they are ranked, gather and scatter.
 
-Module outputs are kept in *joint token order*: text tokens first, then the image stream (image tokens followed by
-reference-image tokens, e.g. Flux Kontext). Only image tokens are ever pruned; text and reference tokens are always
-recomputed on a partial step.
+A module output is kept in its *joint token order*: the tokens of its streams concatenated in the order the module's
+record lists them (``adapters.spec``). Text tokens come first for most families (Flux, SD3, Qwen-Image); a module
+may also hold image tokens first (``TokenLayout.image_first``) or image tokens only (Wan). Reference-image tokens
+(Flux Kontext, Qwen Edit) follow the image tokens of their stream. Only image tokens are ever pruned; text and
+reference tokens are always recomputed on a partial step.
 """
 
 from __future__ import annotations
@@ -23,20 +25,31 @@ class TokenScore(str, enum.Enum):
 
 @dataclass(frozen=True)
 class TokenLayout:
-    """Token counts of one model call."""
+    """Token counts of one module output in joint order: ``[text][image][reference]``, or with ``image_first``
+    ``[image][reference][text]``."""
 
     text: int
     image: int
     reference: int = 0
+    image_first: bool = False
 
     @property
     def total(self) -> int:
         return self.text + self.image + self.reference
 
     @property
+    def image_start(self) -> int:
+        return 0 if self.image_first else self.text
+
+    @property
     def image_slice(self) -> slice:
         """Where the prunable image tokens sit in joint order."""
-        return slice(self.text, self.text + self.image)
+        return slice(self.image_start, self.image_start + self.image)
+
+    @property
+    def fixed(self) -> int:
+        """Tokens never pruned (text and reference)."""
+        return self.text + self.reference
 
 
 def token_scores(module_input: torch.Tensor, kind: TokenScore, groups: int = 1) -> torch.Tensor:
@@ -58,16 +71,17 @@ def image_token_ranking(scores: torch.Tensor, layout: TokenLayout) -> torch.Tens
     """Joint-order positions of each row's image tokens, most sensitive (highest score) first.
     scores: (B, N) -> (B, N_img)"""
     image_scores = scores[:, layout.image_slice]  # (B, N_img)
-    return torch.argsort(image_scores, dim=-1, descending=True, stable=True) + layout.text
+    return torch.argsort(image_scores, dim=-1, descending=True, stable=True) + layout.image_start
 
 
 def recompute_positions(scores: torch.Tensor, layout: TokenLayout, ratio: float) -> torch.Tensor:
     """Joint-order positions recomputed at ``ratio``, per row: all text and reference tokens plus the row's top
-    ``ratio`` share of image tokens, in increasing order (gathers keep the sequence order; the first
-    ``layout.text`` positions of every row are the text tokens). scores: (B, N) -> (B, n) int64"""
+    ``ratio`` share of image tokens, in increasing order (gathers keep the sequence order, so every row holds the
+    same number of positions in each stream). scores: (B, N) -> (B, n) int64"""
     keep = round(ratio * layout.image)
     ranked = image_token_ranking(scores, layout)[:, :keep]  # (B, keep)
-    always = torch.cat([torch.arange(0, layout.text), torch.arange(layout.text + layout.image, layout.total)])
+    image = layout.image_slice
+    always = torch.cat([torch.arange(0, image.start), torch.arange(image.stop, layout.total)])
     always = always.to(ranked.device).expand(ranked.shape[0], -1)  # (B, text + reference)
     return torch.sort(torch.cat([always, ranked], dim=1), dim=1).values
 

@@ -1,82 +1,77 @@
-"""Model adapters: each supported DiT family described as data (see ``base.ModelAdapter``).
+"""Model families as data (``spec.Family``), and the served model: a diffusion model's blocks resolved against its
+family's record.
 
-Adding a family: write its block programs next to ``flux.py`` (each re-expresses one block kind from the block's
-own submodules), describe the family in a ``ModelAdapter`` record, add it to ``ADAPTERS``, record the sha256 of the
-block forwards it mirrors in ``known_block_sources``, and add the bit-exactness test to
-``tests/integration/test_adapters.py``.
+Adding a family is one record (see ``README.md`` in this folder); nothing outside this package branches on a family.
+A diffusion model class without a record is served at block granularity through discovery (``discovery.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import textwrap
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..layout import BlockRef, ModelLayout
-from .base import BlockProgram, BlockStep, Granularity, ModelAdapter, ModuleCosts
-from .flux import FLUX
+from ..layout import BLOCK_MODULES, BlockRef, Granularity, ModelLayout
+from .discovery import discover
+from .families import FAMILIES
+from .spec import BlockSpec, Family, patched_tokens
 
 
-ADAPTERS: tuple[ModelAdapter, ...] = (FLUX,)
-
-__all__ = [
-    "ADAPTERS",
-    "BlockProgram",
-    "BlockStep",
-    "Granularity",
-    "ModelAdapter",
-    "ModuleCosts",
-    "adapter_for",
-    "model_layout",
-    "source_fingerprint",
-]
+__all__ = ["FAMILIES", "Family", "Layer", "ServedModel", "family_for", "qualified_name", "serve"]
 
 
 def qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def adapter_for(model: Any) -> ModelAdapter:
-    """The adapter registered for ``type(model)`` (exact class, no prefix matching)."""
-    name = qualified_name(type(model))
-    for adapter in ADAPTERS:
-        if name in adapter.model_classes:
-            return adapter
-    supported = ", ".join(c for a in ADAPTERS for c in a.model_classes)
-    raise ValueError(f"SODA has no adapter for the diffusion model class {name}. Supported: {supported}.")
+def family_for(diffusion_model: torch.nn.Module) -> Family:
+    """The record of ``type(diffusion_model)`` (exact class), else a block-granularity family found by discovery."""
+    name = qualified_name(type(diffusion_model))
+    for family in FAMILIES:
+        if name in family.model_classes:
+            return family
+    return discover(diffusion_model)
 
 
-def source_fingerprint(fn: Callable[..., Any]) -> str:
-    """sha256 of a function's dedented source: tells whether a block's forward is the one a program mirrors."""
-    return hashlib.sha256(textwrap.dedent(inspect.getsource(fn)).encode()).hexdigest()
+@dataclass(frozen=True)
+class Layer:
+    """One served block: its place in the layout, its kind's record and where it is in the diffusion model."""
+
+    ref: BlockRef
+    spec: BlockSpec
+    path: str  # relative to the diffusion model, e.g. "double_blocks.3"
+    block: torch.nn.Module
 
 
-def check_block_source(adapter: ModelAdapter, block_cls: type[torch.nn.Module], comfy_version: str) -> None:
-    """Refuse to run a program whose block forward has changed since it was written and tested."""
-    name = qualified_name(block_cls)
-    known = adapter.known_block_sources.get(name)
-    if known is None:
-        raise ValueError(f"SODA's {adapter.name} adapter does not know the block class {name}.")
-    fingerprint = source_fingerprint(block_cls.forward)
-    if fingerprint not in known:
-        raise RuntimeError(
-            f"SODA: {name}.forward in ComfyUI {comfy_version} differs from the versions SODA's {adapter.name} "
-            f"adapter re-expresses (fingerprint {fingerprint[:12]}). Module-level caching would not be exact. "
-            "Update comfyui-soda, or report the ComfyUI version at the pack's issue tracker."
-        )
+@dataclass(frozen=True)
+class ServedModel:
+    family: Family
+    layers: tuple[Layer, ...]
+    layout: ModelLayout
+    patch: Any  # the diffusion model's patch size: int, or one per patched latent dim
+
+    @property
+    def granularity(self) -> Granularity:
+        return self.layout.granularity
+
+    def image_tokens(self, latent_shape: Sequence[int]) -> int:
+        return patched_tokens(latent_shape, self.patch)
 
 
-def model_layout(
-    adapter: ModelAdapter, diffusion_model: torch.nn.Module, granularity: Granularity = Granularity.MODULE
-) -> ModelLayout:
-    """The blocks of ``diffusion_model`` in execution order, keyed as ComfyUI's ``patches_replace["dit"]``."""
-    blocks = [
-        BlockRef(kind, index)
-        for attribute, kind in adapter.block_lists
-        for index in range(len(getattr(diffusion_model, attribute)))
-    ]
-    return ModelLayout(tuple(blocks), adapter.modules_for(granularity))
+def serve(diffusion_model: torch.nn.Module, granularity: Granularity = Granularity.MODULE) -> ServedModel:
+    """The blocks of ``diffusion_model`` in execution order, at ``granularity`` (a family whose blocks have no module
+    program is served at block granularity)."""
+    family = family_for(diffusion_model)
+    layers: list[Layer] = []
+    for spec in family.blocks:
+        blocks = getattr(diffusion_model, spec.blocks)
+        layers.extend(Layer(BlockRef(spec.kind, i), spec, f"{spec.blocks}.{i}", b) for i, b in enumerate(blocks))
+    modules = family.modules
+    if granularity is Granularity.BLOCK or not modules:
+        layout = ModelLayout(tuple(layer.ref for layer in layers), BLOCK_MODULES, Granularity.BLOCK)
+    else:
+        layout = ModelLayout(tuple(layer.ref for layer in layers), modules, Granularity.MODULE)
+    patch = getattr(diffusion_model, family.patch, 1)
+    return ServedModel(family, tuple(layers), layout, tuple(patch) if isinstance(patch, list | tuple) else patch)

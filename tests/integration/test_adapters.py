@@ -1,6 +1,10 @@
-"""Block programs re-express ComfyUI's Flux blocks exactly, and reuse/partial recompute do what they claim."""
+"""Flux's block programs on real block calls: reuse serves the cache, partial recompute writes exactly the selected
+tokens, partial attention gives full attention's rows, and a block whose code changed under SODA falls back to
+block granularity (with a warning) instead of being refused."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 import torch
@@ -11,134 +15,132 @@ from flux_helpers import sample, tiny_flux
 pytestmark = pytest.mark.integration
 
 
-def _hooked(patcher, schedule_for, observer_for=lambda sigmas: None):
+@pytest.fixture(scope="module")
+def flux_calls(comfy):
+    """A SODA-patched tiny Flux and the inputs of its first double and single block during real sampling (2 samples,
+    6 text + 64 image tokens each)."""
     from comfyui_soda.nodes.patching import SodaHook, install, prepare
-
-    adapter, layout = prepare(patcher)
-    clone = patcher.clone()
-    hook = SodaHook(adapter, lambda sigmas: schedule_for(layout, sigmas), observer_for=observer_for)
-    install(clone, hook, layout)
-    return clone, hook
-
-
-def test_programs_are_bit_exact_with_comfyui_blocks(comfy):
-    """Every block runs through SODA's re-expression (an observer forces it) and the image is bit-identical."""
     from comfyui_soda.soda_core.schedule import Schedule
 
     patcher = tiny_flux()
-    reference = sample(patcher, steps=4)
-    seen = []
-    patched, hook = _hooked(
-        patcher, Schedule.full_compute, observer_for=lambda sigmas: lambda *a: seen.append((a[0], a[1], a[2]))
-    )
-    out = sample(patched, steps=4)
-    assert torch.equal(out, reference)
-    assert len(seen) == 4 * 4 * 2  # steps x blocks x modules, all through the programs
-    assert hook.reports[-1].full_modules == 4 * 4 * 2
-
-
-def test_full_compute_schedule_is_bit_exact_and_leaves_the_model_untouched(comfy):
-    from comfyui_soda.soda_core.schedule import Schedule
-
-    patcher = tiny_flux()
-    options_before = repr(patcher.model_options)
-    reference = sample(patcher, steps=5, cfg=2.0)
-    patched, hook = _hooked(patcher, Schedule.full_compute)
-    assert torch.equal(sample(patched, steps=5, cfg=2.0), reference)
-    assert repr(patcher.model_options) == options_before
-    assert "soda_run" not in patched.model_options["transformer_options"]
-    assert torch.equal(sample(patcher, steps=5, cfg=2.0), reference)
-    report = hook.reports[-1]
-    assert report.flops == report.full_flops and report.cache_misses == 0
-
-
-def _block_inputs(patcher):
-    """Inputs of the first double block and the first single block, captured during a real sampling step."""
+    served = prepare(patcher)
+    patched = patcher.clone()
+    hook = SodaHook(served, lambda sigmas: Schedule.full_compute(served.layout, sigmas))
+    install(patched, hook)
+    model = patcher.model.diffusion_model
     captured = {}
 
     def capture(kind):
-        def patch(args, extra):
-            captured.setdefault(kind, {k: (v.clone() if torch.is_tensor(v) else v) for k, v in args.items()})
-            return extra["original_block"](args)
+        def pre_hook(module, args, kwargs):
+            clone = lambda v: v.clone() if torch.is_tensor(v) else v  # noqa: E731
+            captured.setdefault(kind, (tuple(clone(a) for a in args), {k: clone(v) for k, v in kwargs.items()}))
 
-        return patch
+        return pre_hook
 
-    clone = patcher.clone()
-    clone.set_model_patch_replace(capture("double_block"), "dit", "double_block", 0)
-    clone.set_model_patch_replace(capture("single_block"), "dit", "single_block", 0)
-    sample(clone, steps=2, batch=2)  # two samples: each row chooses its own tokens
-    return captured
-
-
-def _block_runner(kind):
-    """Run the first ``kind`` block's program on inputs captured from real sampling (2 samples, 6 text + 64 image
-    tokens): ``run(ratios, cache, record, observe)`` -> the block's outputs; also returns the token layout."""
-    from comfyui_soda.nodes.patching import prepare, resolve_ops
-    from comfyui_soda.soda_core.adapters.base import BlockStep
-    from comfyui_soda.soda_core.tokens import TokenLayout
-
-    patcher = tiny_flux()
-    adapter, _ = prepare(patcher)
-    model = patcher.model.diffusion_model
-    block = (model.double_blocks if kind == "double_block" else model.single_blocks)[0]
-    program, ops = adapter.programs[kind], resolve_ops(adapter)
-    args = _block_inputs(patcher)[kind]
-    tokens = TokenLayout(text=6, image=64)
-
-    def run(ratios, cache, record=False, observe=None):
-        fresh = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in args.items()}
-        step = BlockStep(ratios, cache, tokens, ops, record=record, observe=observe)
-        with torch.no_grad():
-            return program.run(block, fresh, step)
-
-    return run, tokens
+    handles = [
+        model.double_blocks[0].register_forward_pre_hook(capture("double_block"), with_kwargs=True),
+        model.single_blocks[0].register_forward_pre_hook(capture("single_block"), with_kwargs=True),
+    ]
+    try:
+        sample(patched, steps=2, batch=2)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return patched, hook, captured
 
 
-@pytest.mark.parametrize("kind", ["double_block", "single_block"])
-def test_reuse_returns_cache_and_partial_recomputes_selected_tokens_exactly(comfy, kind):
-    from comfyui_soda.soda_core.tokens import gather_tokens, recompute_positions
+def _runner(flux_calls, kind):
+    """``run(ratios, cache, record)`` -> (outputs by stream, step) of the first ``kind`` block's program."""
+    import comfy.model_management
 
-    run, tokens = _block_runner(kind)
-    full_cache, scores = {}, {}
-    run({"attn": 1.0, "mlp": 1.0}, full_cache, record=True, observe=lambda m, out, s: scores.setdefault(m, s))
-    stale = {m: torch.randn_like(v) for m, v in full_cache.items()}
-    stale["attn"] = full_cache["attn"].clone()  # so the MLP sees the same input (and token scores) as in the full run
+    from comfyui_soda.soda_core.adapters.patterns import program_for
+    from comfyui_soda.soda_core.adapters.step import BlockCall, BlockStep, stream_layouts
+    from comfyui_soda.soda_core.runtime import SodaRun
+    from comfyui_soda.soda_core.schedule import Schedule
 
-    reused = dict(stale)
-    run({"attn": 0.0, "mlp": 0.0}, reused)
-    assert all(reused[m] is stale[m] for m in stale)  # served from the cache, untouched
+    patched, hook, captured = flux_calls
+    comfy.model_management.load_models_gpu([patched])  # its object patches (the taps) are applied
+    served = hook.served
+    layer = next(i for i, s in enumerate(served.layers) if s.ref.kind == kind)
+    block, spec = served.layers[layer].block, served.layers[layer].spec
+    program = program_for(spec, True)
+    run = SodaRun(served, Schedule.full_compute(served.layout, torch.linspace(1, 0, 3)))
+    args, kwargs = captured[kind]
 
-    partial = {m: v.clone() for m, v in stale.items()}
-    run({"attn": 0.0, "mlp": 0.5}, partial)
-    positions = recompute_positions(scores["mlp"], tokens, 0.5)  # (2, n): per sample
-    assert positions.shape == (2, 6 + 32)
-    assert not torch.equal(positions[0], positions[1])  # the two samples recompute different tokens
-    others = torch.ones(2, tokens.total, dtype=torch.bool).scatter_(1, positions, False)
-    assert torch.equal(partial["attn"], stale["attn"])
-    assert torch.equal(partial["mlp"][others], stale["mlp"][others])  # scatter kept every other token
-    fresh, exact = gather_tokens(partial["mlp"], positions), gather_tokens(full_cache["mlp"], positions)
-    if kind == "single_block":  # D_mlp recomputed separately from the fused product: equal up to rounding
-        torch.testing.assert_close(fresh, exact, rtol=1e-4, atol=1e-5)
-    else:  # token-wise MLP on the selected rows: exactly the full computation's rows
-        assert torch.equal(fresh, exact)
-    assert scores["mlp"].shape == (2, tokens.total)
+    def go(ratios, cache, record=False, observe=None):
+        clone = lambda v: v.clone() if torch.is_tensor(v) else v  # noqa: E731
+        call = BlockCall(
+            spec, type(block).forward.__get__(block), tuple(map(clone, args)), {k: clone(v) for k, v in kwargs.items()}
+        )
+        step = BlockStep(layer, ratios, cache, stream_layouts(call, 64, 6), record=record, observe=observe)
+        hook.slot.run = run
+        try:
+            with torch.no_grad():
+                return call.outputs(run.run_program(program, step, call)), step
+        finally:
+            hook.slot.run = None
+
+    return go
+
+
+def _own(flux_calls, kind):
+    _, hook, captured = flux_calls
+    block = next(s.block for s in hook.served.layers if s.ref.kind == kind)
+    args, kwargs = captured[kind]
+    with torch.no_grad():
+        clone = lambda v: v.clone() if torch.is_tensor(v) else v  # noqa: E731
+        out = type(block).forward(block, *map(clone, args), **{k: clone(v) for k, v in kwargs.items()})
+    return out if isinstance(out, tuple) else (out,)
 
 
 @pytest.mark.parametrize("kind", ["double_block", "single_block"])
-def test_partial_attention_gives_the_full_rows_of_each_samples_own_tokens(comfy, kind):
-    """Selected queries (per sample, with their own rope) against all keys: the rows full attention gives."""
-    from comfyui_soda.soda_core.tokens import gather_tokens, recompute_positions
+def test_full_call_is_the_blocks_own_and_reuse_serves_the_cache(flux_calls, kind):
+    from torch.utils.flop_counter import FlopCounterMode
 
-    run, tokens = _block_runner(kind)
-    full, scores = {}, {}
-    run({"attn": 1.0, "mlp": 1.0}, full, record=True, observe=lambda m, out, s: scores.setdefault(m, s))
-    partial = {m: torch.zeros_like(v) for m, v in full.items()}
-    run({"attn": 0.25, "mlp": 0.0}, partial)
-    positions = recompute_positions(scores["attn"], tokens, 0.25)  # (2, 6 + 16)
+    run = _runner(flux_calls, kind)
+    with FlopCounterMode(display=False) as full_count:
+        full, step = run({"attn": 1.0, "mlp": 1.0}, {}, record=True)
+    assert all(torch.equal(a, b) for a, b in zip(full.values(), _own(flux_calls, kind), strict=True))
+    with FlopCounterMode(display=False) as reuse_count:
+        reused, _ = run({"attn": 0.0, "mlp": 0.0}, dict(step.cache))
+    for name in full:
+        torch.testing.assert_close(reused[name], full[name], rtol=1e-5, atol=1e-5)
+    # served from the cache, only the modulation is computed: no projection, attention or MLP
+    assert reuse_count.get_total_flops() < 0.05 * full_count.get_total_flops()
+
+
+def test_partial_mlp_recomputes_exactly_the_selected_tokens_of_each_sample(flux_calls):
+    from comfyui_soda.soda_core.tokens import recompute_positions
+
+    run = _runner(flux_calls, "double_block")
+    _, exact = run({"attn": 1.0, "mlp": 1.0}, {}, record=True)
+    stale = {m: {s: torch.randn_like(t) for s, t in streams.items()} for m, streams in exact.cache.items()}
+    stale["attn"] = exact.cache["attn"]  # the MLP then sees the same input (and token scores) as the full call
+    cache = {m: {s: t.clone() for s, t in streams.items()} for m, streams in stale.items()}
+    _, step = run({"attn": 0.0, "mlp": 0.5}, cache)
+    img_scores = step.scores["mlp"]["img"]  # (2, 64): each sample ranks its own tokens
+    chosen = recompute_positions(img_scores, step.tokens["img"], 0.5)  # (2, 32)
+    assert not torch.equal(chosen[0], chosen[1])
+    kept = torch.ones(2, 64, dtype=torch.bool).scatter_(1, chosen, False)
+    partial, truth = cache["mlp"]["img"], exact.cache["mlp"]["img"]
+    assert torch.equal(partial[kept], stale["mlp"]["img"][kept])  # every other token stays as cached
+    assert torch.equal(partial[~kept], truth[~kept])  # token-wise MLP on the selected rows: the full rows
+    assert torch.equal(cache["mlp"]["txt"], exact.cache["mlp"]["txt"])  # text tokens are always recomputed
+
+
+def test_partial_attention_gives_the_full_rows_of_each_samples_own_tokens(flux_calls):
+    run = _runner(flux_calls, "double_block")
+    _, exact = run({"attn": 1.0, "mlp": 1.0}, {}, record=True)
+    cache = {m: {s: torch.zeros_like(t) for s, t in streams.items()} for m, streams in exact.cache.items()}
+    _, step = run({"attn": 0.25, "mlp": 0.0}, cache)
+    positions = step.stream_positions("attn", ("txt", "img"), "img", 0.25)  # (2, 16)
     assert not torch.equal(positions[0], positions[1])
-    fresh, exact = gather_tokens(partial["attn"], positions), gather_tokens(full["attn"], positions)
-    torch.testing.assert_close(fresh, exact, rtol=1e-4, atol=1e-5)
-    assert not torch.equal(partial["attn"], full["attn"])  # the other tokens stayed as cached (zeros)
+    fresh = cache["attn"]["img"].gather(1, positions[..., None].expand(-1, -1, 128))
+    full = exact.cache["attn"]["img"].gather(1, positions[..., None].expand(-1, -1, 128))
+    torch.testing.assert_close(fresh, full, rtol=1e-4, atol=1e-5)
+    assert float(cache["attn"]["img"].abs().sum()) > 0 and not torch.equal(
+        cache["attn"]["img"], exact.cache["attn"]["img"]
+    )
 
 
 def test_token_scores_are_per_sample_and_shared_by_the_cfg_halves(comfy):
@@ -150,3 +152,52 @@ def test_token_scores_are_per_sample_and_shared_by_the_cfg_halves(comfy):
     assert torch.equal(shared[0], shared[2]) and torch.equal(shared[1], shared[3])
     torch.testing.assert_close(shared[0], (x[0].mean(-1) + x[2].mean(-1)) / 2)
     assert not torch.equal(shared[0], shared[1])
+
+
+def test_a_block_whose_code_changed_falls_back_to_block_granularity(comfy, monkeypatch, caplog):
+    """A ComfyUI update that changes how a block uses its submodules (here: the MLP runs twice) is caught by the
+    behavioural check on the first call: one warning naming the class and the version, the block class is served at
+    block granularity, nothing is refused, full compute stays bit-exact and a 2x plan still saves FLOPs."""
+    import comfy.ldm.flux.layers as layers
+    from test_soda_sampling import _patched
+
+    from comfyui_soda.nodes.profiling import SamplingSettings, profile_model
+    from comfyui_soda.soda_core.adapters.check import forget_verdicts
+    from comfyui_soda.soda_core.api import plan_schedule
+    from comfyui_soda.soda_core.planner import PlanConfig
+    from comfyui_soda.soda_core.profiler import ProfileConfig
+    from flux_helpers import conditioning
+
+    own = layers.DoubleStreamBlock.forward
+
+    def changed(self, img, txt, *args, **kwargs):
+        img, txt = own(self, img, txt, *args, **kwargs)
+        return img + 0.0 * self.img_mlp(img), txt
+
+    monkeypatch.setattr(layers.DoubleStreamBlock, "forward", changed)
+    forget_verdicts()
+    try:
+        patcher = tiny_flux()
+        reference = sample(patcher, steps=8)
+        with caplog.at_level(logging.WARNING, logger="comfyui_soda"):
+            profile, latent = profile_model(
+                patcher,
+                conditioning(patcher, 1),
+                conditioning(patcher, 2, words=3),
+                {"samples": torch.zeros(1, 16, 16, 16)},
+                SamplingSettings(seed=0, steps=8, cfg=1.0, sampler_name="euler", scheduler="simple"),
+                ProfileConfig(max_distance=4),
+            )
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len([w for w in warnings if "DoubleStreamBlock" in w]) == 1, warnings
+        assert "block granularity" in warnings[0] and "ComfyUI 0." in warnings[0] and "img_mlp" in warnings[0]
+        assert torch.equal(latent["samples"], reference)
+        assert profile.layout.modules == ("attn", "mlp")  # the single blocks keep their module program
+        soda_plan = plan_schedule(profile, PlanConfig(target=2.0), prune_attention=False)
+        model = _patched(patcher, soda_plan)
+        out = sample(model, steps=8)
+        report = model.model_options["transformer_options"]["soda"].reports[-1]
+        assert torch.isfinite(out).all() and report.flops_ratio > 1.8 and report.cache_misses == 0
+        assert report.flops_ratio == pytest.approx(soda_plan.schedule.predicted_flops_ratio, rel=0.03)
+    finally:
+        forget_verdicts()

@@ -1,0 +1,9 @@
+"""One record per DiT family ComfyUI runs; ``FAMILIES`` is the registry ``adapters.family_for`` searches."""
+
+from __future__ import annotations
+
+from ..spec import Family
+from .flux import CHROMA, FLUX
+
+
+FAMILIES: tuple[Family, ...] = (FLUX, CHROMA)
