@@ -28,7 +28,7 @@ from ..soda_core.adapters.patterns import program_for
 from ..soda_core.layout import Granularity
 from ..soda_core.runtime import CostBook, RunReport, SodaRun, StepObserver
 from ..soda_core.schedule import Schedule
-from ..soda_core.seams import AttentionSeam, BlockSeam, RunSlot, TapSeam
+from ..soda_core.seams import AttentionSeam, BlockSeam, RunSlot, Shared, TapSeam
 from ..soda_core.tokens import TokenScore
 
 
@@ -58,9 +58,10 @@ def prepare(model: comfy.model_patcher.ModelPatcher, granularity: Granularity = 
     return served
 
 
-@dataclass
-class SodaHook:
-    """What a patched model carries: how to make the schedule and observer of each run, and what runs reported."""
+@dataclass(eq=False)
+class SodaHook(Shared):
+    """What a patched model carries: how to make the schedule and observer of each run, and what runs reported.
+    Shared by every clone of the patched model (ComfyUI deep-copies model options when it clones)."""
 
     served: ServedModel
     schedule_for: Callable[[torch.Tensor], Schedule]

@@ -13,14 +13,25 @@ from typing import Any
 from .runtime import SodaRun
 
 
-@dataclass
-class RunSlot:
+class Shared:
+    """Kept by reference when ComfyUI deep-copies model options (``ModelPatcher.clone`` does): every clone of a
+    patched model must reach the same run slot as the object patches it shares."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Shared:
+        return self
+
+    def __copy__(self) -> Shared:
+        return self
+
+
+@dataclass(eq=False)
+class RunSlot(Shared):
     """The SODA run a patched model is sampling in, if any (set and cleared by the OUTER_SAMPLE wrapper)."""
 
     run: SodaRun | None = None
 
 
-class BlockSeam:
+class BlockSeam(Shared):
     """Stands in for a block's ``forward``."""
 
     def __init__(self, slot: RunSlot, layer: int, forward: Callable[..., Any]) -> None:
@@ -33,7 +44,7 @@ class BlockSeam:
         return run.run_block(self.layer, self.forward, args, kwargs)
 
 
-class TapSeam:
+class TapSeam(Shared):
     """Stands in for the ``forward`` of a block submodule a program intercepts (tap ``index`` of the program)."""
 
     def __init__(self, slot: RunSlot, layer: int, index: int, forward: Callable[..., Any]) -> None:
@@ -46,7 +57,7 @@ class TapSeam:
         return run.tap(self.layer, self.index, self.forward, args, kwargs)
 
 
-class AttentionSeam:
+class AttentionSeam(Shared):
     """An ``optimized_attention_override``: ``(func, *args, **kwargs)``; calls an override that was set before it."""
 
     def __init__(self, slot: RunSlot, previous: Callable[..., Any] | None = None) -> None:
@@ -61,7 +72,7 @@ class AttentionSeam:
 
 
 @dataclass(frozen=True)
-class _Chained:
+class _Chained(Shared):
     previous: Callable[..., Any]
     func: Callable[..., Any]
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
+
+
+REFERENCE_MODEL = Path(__file__).resolve().parents[2] / "models" / "soda_reference_digits.safetensors"
 
 
 TINY_FLUX = {
