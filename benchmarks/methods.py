@@ -80,12 +80,12 @@ def _planned(
 
 def _fixed(model: Any, profile: Any, schedule: Any, name: str, family: str, params: dict[str, Any]) -> Method:
     """A baseline's fixed schedule on SODA's runtime (FLOPs predicted with the profile's FlopModel)."""
-    from comfyui_soda.soda_core.api import SodaPlan
-    from comfyui_soda.soda_core.planner import PlanConfig, schedule_flops
+    from comfyui_soda.soda_core.api import FixedSchedule
+    from comfyui_soda.soda_core.planner import schedule_flops
 
     flops = profile.flops
     predicted = schedule.steps * flops.step_full / schedule_flops(flops, schedule.anchors, schedule.recompute)
-    patched = _patch(model, SodaPlan(schedule, profile, PlanConfig()))
+    patched = _patch(model, FixedSchedule(schedule, profile))
     return Method(name, family, "soda", params, patched, schedule, predicted, notes=list(schedule.notes))
 
 

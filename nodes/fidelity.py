@@ -15,10 +15,23 @@ import torch
 from comfy_api.latest import io
 
 from ..soda_core.metrics import max_abs_error, psnr, relative_l2, ssim
+from .inputs import SodaNode, checked
 
 
 def compare_images(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float]:
     """psnr, ssim, max_abs and rel_l2 of ``candidate`` against ``reference`` (IMAGE batches of the same shape)."""
+    for name, image in (("reference", reference), ("candidate", candidate)):
+        if not isinstance(image, torch.Tensor) or image.dim() != 4 or not image.is_floating_point():
+            raise ValueError(
+                f"Compare Images (SODA fidelity): {name} is {type(image).__name__}"
+                f"{tuple(image.shape) if isinstance(image, torch.Tensor) else ''}, expected an IMAGE batch "
+                "[batch, height, width, channels]. Fix: connect an IMAGE output (e.g. a VAE Decode)."
+            )
+        if not bool(image.isfinite().all()):
+            raise ValueError(
+                f"Compare Images (SODA fidelity): {name} holds NaN or infinite pixels, so no metric means anything. "
+                "Fix: find the node that produced them (a sampler or decode that diverged) and compare finite images."
+            )
     if reference.shape != candidate.shape:
         raise ValueError(
             f"Compare Images (SODA fidelity): reference is {tuple(reference.shape)} but candidate is "
@@ -59,7 +72,7 @@ def format_report(metrics: dict[str, float], shape: tuple[int, ...]) -> str:
     )
 
 
-class SODACompareImages(io.ComfyNode):
+class SODACompareImages(SodaNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -81,6 +94,7 @@ class SODACompareImages(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, reference: torch.Tensor, candidate: torch.Tensor) -> io.NodeOutput:
         metrics = compare_images(reference, candidate)
         report = format_report(metrics, tuple(reference.shape))

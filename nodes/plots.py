@@ -50,7 +50,10 @@ def sensitivity_heatmap(profile: SensitivityProfile, title: str) -> tuple[torch.
     cols = profile.layout.num_modules
     rows = len(panels) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows + 0.6), squeeze=False, layout="constrained")
-    vmax = max(float(np.nanmax(p)) for p in panels.values()) or 1.0
+    measured = [p[np.isfinite(p)] for p in panels.values()]
+    vmax = max((float(m.max()) for m in measured if m.size), default=0.0) or 1.0
+    if not any(m.size for m in measured):  # e.g. a 1-step run: no step has an earlier one to reuse
+        title += "\n(nothing measured: no step has an earlier step to reuse; grey = undefined)"
     cmap = plt.get_cmap("magma").with_extremes(bad="#d0d7de")  # undefined (first step) in grey, not as "no error"
     image = None
     for ax, (name, data) in zip(axes.T.flatten() if rows > 1 else axes.flatten(), panels.items(), strict=True):
@@ -59,6 +62,8 @@ def sensitivity_heatmap(profile: SensitivityProfile, title: str) -> tuple[torch.
         ax.set_title(f"{name}{ratio}, reuse distance 1", fontsize=9)
         ax.set_xlabel("sampling step (noisy → clean)")
         ax.set_ylabel("layer (block)")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.get_major_locator().set_params(integer=True, min_n_ticks=1)  # steps and layers: whole numbers
     fig.colorbar(image, ax=axes, label="1 − cos(reused, full)")
     fig.suptitle(title, fontsize=10)
     return _figure_to_image(fig), panels
@@ -75,18 +80,21 @@ def schedule_plot(schedule: Schedule, profile: SensitivityProfile | None) -> tup
     fig, ax = plt.subplots(figsize=(8, 3.8), layout="constrained")
     ax.bar(steps[anchors], np.ones(anchors.sum()), color="#1f6feb", width=0.8, label="full compute (anchor)")
     reuse = ~anchors
-    ax.bar(steps[reuse], recompute[reuse], color="#f0883e", width=0.8, label="reuse: share recomputed")
+    if reuse.any():
+        ax.bar(steps[reuse], recompute[reuse], color="#f0883e", width=0.8, label="reuse: share recomputed")
     ax.set_ylim(0, 1.05)
+    ax.set_xlim(-0.6, schedule.steps - 0.4)
     ax.set_xlabel("sampling step")
     ax.set_ylabel("share of the model computed")
     drawn: dict[str, Any] = {"anchors": tuple(int(s) for s in steps[anchors]), "recompute": recompute}
-    if profile is not None and profile.steps == schedule.steps:
+    measured = profile is not None and bool(profile.cache_error[:, :, :, 0].isfinite().any())
+    if profile is not None and measured and profile.steps == schedule.steps:
         curve = profile.cache_error[:, :, :, 0].nan_to_num(0).sum(dim=(1, 2)).numpy()
         twin = ax.twinx()
         twin.plot(steps, curve, color="#6e7781", lw=1.5, label="sensitivity (Σ E_c, distance 1)")
         twin.set_ylabel("sensitivity")
         drawn["sensitivity"] = curve
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)
     handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     ax.set_title(

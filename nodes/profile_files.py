@@ -11,6 +11,8 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..soda_core.profile import SensitivityProfile
+from ..soda_core.validation import check_filename_prefix
+from .inputs import SodaNode, checked, known
 from .soda import CATEGORY, SodaProfile
 
 
@@ -31,18 +33,33 @@ def register_profile_folders() -> None:
 register_profile_folders()
 
 
+SAVE = "Save SODA Profile"
+SAVE_FOLDER = "models/soda_profiles"
+
+
 def save_profile(profile: SensitivityProfile, filename_prefix: str) -> str:
     """Write ``<models>/soda_profiles/<prefix>_00001_.safetensors`` (next free number); returns the file path."""
+    from safetensors import SafetensorError
+
+    check_filename_prefix(SAVE, filename_prefix, SAVE_FOLDER)
     root = folder_paths.get_folder_paths(SODA_PROFILES)[0]
-    full_folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, root)
-    os.makedirs(full_folder, exist_ok=True)
-    path = os.path.join(full_folder, f"{filename}_{counter:05}_.safetensors")  # ComfyUI's numbering
-    profile.save(path)
-    logger.info("SODA: saved profile to %s", path)
-    return path
+    target = os.path.join(root, filename_prefix)
+    try:
+        full_folder, filename, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, root)
+        os.makedirs(full_folder, exist_ok=True)
+        target = os.path.join(full_folder, f"{filename}_{counter:05}_.safetensors")  # ComfyUI's numbering
+        profile.save(target)
+    except (OSError, SafetensorError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise ValueError(
+            f"{SAVE}: cannot write {target} ({reason}). Fix: choose another filename_prefix, or make {root} "
+            "writable and free some space."
+        ) from None
+    logger.info("SODA: saved profile to %s", target)
+    return target
 
 
-class SODASaveProfile(io.ComfyNode):
+class SODASaveProfile(SodaNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -56,8 +73,9 @@ class SODASaveProfile(io.ComfyNode):
                 io.String.Input(
                     "filename_prefix",
                     default="soda/profile",
-                    tooltip="File name under models/soda_profiles; a number is appended. Name it after "
-                    "the model, sampler and step count, e.g. flux-dev_euler_20.",
+                    tooltip="File name under models/soda_profiles (sub/folders allowed, no '..' or absolute "
+                    "paths); a number is appended. Name it after the model, sampler and step count, e.g. "
+                    "flux-dev_euler_20.",
                 ),
             ],
             outputs=[io.String.Output(display_name="path", tooltip="Where the profile was written.")],
@@ -65,12 +83,18 @@ class SODASaveProfile(io.ComfyNode):
         )
 
     @classmethod
+    def check(cls, values) -> None:
+        if known(values, "filename_prefix"):
+            check_filename_prefix(SAVE, values["filename_prefix"], SAVE_FOLDER)
+
+    @classmethod
+    @checked
     def execute(cls, profile: SensitivityProfile, filename_prefix: str) -> io.NodeOutput:
         path = save_profile(profile, filename_prefix)
         return io.NodeOutput(path, ui={"text": [f"Saved SODA profile: {path}"]})
 
 
-class SODALoadProfile(io.ComfyNode):
+class SODALoadProfile(SodaNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -92,6 +116,7 @@ class SODALoadProfile(io.ComfyNode):
 
     @classmethod
     def execute(cls, profile_name: str) -> io.NodeOutput:
+        """A missing file, and every defect of a file (``SensitivityProfile.load``), is one ValueError naming it."""
         path = folder_paths.get_full_path(SODA_PROFILES, profile_name)
         if path is None:
             raise ValueError(

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from comfy_api.latest import io
 
 from ..soda_core.weights import seed_parameters
+from .inputs import SodaNode, checked
 from .patching import comfy_version
 
 
@@ -262,7 +263,7 @@ def latent_preview_rgb(latent_format: Any, samples: torch.Tensor, upscale: int) 
     return image.movedim(1, -1).cpu()
 
 
-class SODALoadReferenceModel(io.ComfyNode):
+class SODALoadReferenceModel(SodaNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         options = folder_paths.get_filename_list(SODA_MODELS)
@@ -290,7 +291,7 @@ class SODALoadReferenceModel(io.ComfyNode):
         return io.NodeOutput(load_reference_model(folder_paths.get_full_path_or_raise(SODA_MODELS, model_name)))
 
 
-class SODAReferenceTextEncode(io.ComfyNode):
+class SODAReferenceTextEncode(SodaNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -309,6 +310,7 @@ class SODAReferenceTextEncode(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, model: Any, text: str) -> io.NodeOutput:
         unet_config = model.model.model_config.unet_config
         if unet_config.get("context_in_dim") is None or unet_config.get("vec_in_dim") is None:
@@ -317,7 +319,7 @@ class SODAReferenceTextEncode(io.ComfyNode):
         return io.NodeOutput([[cond, {"pooled_output": pooled}]])
 
 
-class SODAReferenceClassEncode(io.ComfyNode):
+class SODAReferenceClassEncode(SodaNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -358,6 +360,7 @@ class SODAReferenceClassEncode(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, model: Any, labels: str, latent_size: int = 16) -> io.NodeOutput:
         classes = getattr(model.model, "soda_classes", ())
         if not classes:
@@ -373,7 +376,7 @@ class SODAReferenceClassEncode(io.ComfyNode):
         return io.NodeOutput(conditioning, {"samples": latent})
 
 
-class SODALatentToImage(io.ComfyNode):
+class SODALatentToImage(SodaNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -402,6 +405,7 @@ class SODALatentToImage(io.ComfyNode):
         )
 
     @classmethod
+    @checked
     def execute(cls, model: Any, samples: dict[str, Any], upscale: int, grid_columns: int = 0) -> io.NodeOutput:
         images = latent_preview_rgb(model.model.latent_format, samples["samples"], upscale)
         return io.NodeOutput(tile(images, grid_columns) if grid_columns else images)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import comfy.samplers
 from comfy_api.latest import io
 
-from ..soda_core.api import SodaPlan, plan_schedule
+from ..soda_core.api import FixedSchedule, Plan, ReplanRecipe, describe_plan, plan_schedule, schedule_for
 from ..soda_core.layout import Granularity, check_layout
 from ..soda_core.planner import PlanConfig
 from ..soda_core.profile import SensitivityProfile
 from ..soda_core.profiler import ProfileConfig
 from ..soda_core.tokens import TokenScore
+from ..soda_core.validation import check_denoise, check_ratio_bounds
+from .inputs import SodaNode, checked, known
 from .patching import SodaHook, install, prepare
 from .plots import schedule_plot, sensitivity_heatmap
 from .profiling import SamplingSettings, profile_model
@@ -18,11 +20,11 @@ from .profiling import SamplingSettings, profile_model
 
 CATEGORY = "sampling/soda"
 SodaProfile = io.Custom("SODA_PROFILE")
-SodaSchedule = io.Custom("SODA_SCHEDULE")
+SodaPlanSocket = io.Custom("SODA_PLAN")  # carries a soda_core.api.Plan: a FixedSchedule or a ReplanRecipe
 OPERATIONS = {"cache and prune": True, "cache only": False}
 
 
-class SODAProfileSensitivity(io.ComfyNode):
+class SODAProfileSensitivity(SodaNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -147,6 +149,12 @@ class SODAProfileSensitivity(io.ComfyNode):
         )
 
     @classmethod
+    def check(cls, values) -> None:
+        if known(values, "denoise"):
+            check_denoise("Profile Sensitivity (SODA)", values["denoise"])
+
+    @classmethod
+    @checked
     def execute(
         cls,
         model,
@@ -181,7 +189,7 @@ class SODAProfileSensitivity(io.ComfyNode):
         return io.NodeOutput(profile, heatmap, latent)
 
 
-class SODAPlanSchedule(io.ComfyNode):
+class SODAPlanSchedule(SodaNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -238,11 +246,12 @@ class SODAPlanSchedule(io.ComfyNode):
                 io.Float.Input(
                     "ratio_min",
                     default=0.05,
-                    min=0.0,
+                    min=0.01,
                     max=1.0,
                     step=0.01,
                     optional=True,
-                    tooltip="(advanced) Below this recompute share a module is reused whole.",
+                    tooltip="(advanced) Below this recompute share a module is reused whole (above 0, at most "
+                    "ratio_max).",
                 ),
                 io.Float.Input(
                     "ratio_max",
@@ -262,13 +271,34 @@ class SODAPlanSchedule(io.ComfyNode):
                 ),
             ],
             outputs=[
-                SodaSchedule.Output(display_name="schedule", tooltip="For SODA Model Patch."),
+                SodaPlanSocket.Output(
+                    display_name="schedule",
+                    tooltip="For SODA Model Patch: the schedule, and the profile and settings to re-plan it for a "
+                    "run with other steps, scheduler or denoise.",
+                ),
                 io.Image.Output(display_name="plan", tooltip="Full steps, reuse steps and recompute share."),
                 io.String.Output(display_name="summary", tooltip="Predicted FLOPs speedup, full steps, error."),
             ],
         )
 
     @classmethod
+    def check(cls, values) -> None:
+        where = "Plan SODA Schedule"
+        if known(values, "ratio_min", "ratio_max"):
+            check_ratio_bounds(where, values["ratio_min"], values["ratio_max"])
+        profile = values.get("profile")
+        if (
+            isinstance(profile, SensitivityProfile)
+            and known(values, "min_full_steps")
+            and values["min_full_steps"] > profile.steps
+        ):
+            raise ValueError(
+                f"{where}: min_full_steps={values['min_full_steps']} is more than the {profile.steps} steps of the "
+                f"profile; expected 1..{profile.steps}. Fix: lower min_full_steps, or profile with more steps."
+            )
+
+    @classmethod
+    @checked
     def execute(
         cls,
         profile,
@@ -292,11 +322,11 @@ class SODAPlanSchedule(io.ComfyNode):
         )
         soda_plan = plan_schedule(profile, config, prune_attention)
         image, _ = schedule_plot(soda_plan.schedule, profile)
-        summary = soda_plan.schedule.summary()
+        summary = describe_plan(soda_plan)
         return io.NodeOutput(soda_plan, image, summary, ui={"text": [summary]})
 
 
-class SODAModelPatch(io.ComfyNode):
+class SODAModelPatch(SodaNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -310,17 +340,28 @@ class SODAModelPatch(io.ComfyNode):
             ),
             inputs=[
                 io.Model.Input("model", tooltip="The model the profile was measured on."),
-                SodaSchedule.Input("schedule", tooltip="From Plan SODA Schedule."),
+                SodaPlanSocket.Input("schedule", tooltip="From Plan SODA Schedule."),
             ],
             outputs=[io.Model.Output(tooltip="The model with SODA acceleration.")],
         )
 
     @classmethod
-    def execute(cls, model, schedule: SodaPlan) -> io.NodeOutput:
+    def check(cls, values) -> None:
+        plan = values.get("schedule")
+        if plan is not None and not isinstance(plan, FixedSchedule | ReplanRecipe):
+            raise ValueError(
+                f"SODA Model Patch: schedule is a {type(plan).__name__}, expected the output of Plan SODA Schedule. "
+                "Fix: connect Plan SODA Schedule's schedule output."
+            )
+
+    @classmethod
+    @checked
+    def execute(cls, model, schedule: Plan) -> io.NodeOutput:
         served = prepare(model, granularity_of(schedule.profile))
         check_layout(schedule.profile.layout, served.layout, "schedule")
         patched = model.clone()
-        install(patched, SodaHook(served, schedule.for_sigmas, score=score_of(schedule.profile)))
+        hook = SodaHook(served, lambda sigmas: schedule_for(schedule, sigmas), score=score_of(schedule.profile))
+        install(patched, hook)
         return io.NodeOutput(patched)
 
 

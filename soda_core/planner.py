@@ -22,6 +22,7 @@ import torch
 from .dcs import backtrack, dp_table, interval_costs, step_costs, uniform_anchors
 from .flops import FlopModel
 from .profile import SensitivityProfile
+from .profile_checks import absent_modules, error_problems, flop_problems, ratio_problems
 from .schedule import Schedule
 from .uas import UasTable, bisect_largest, build_uas_table, cell_tables, decide
 
@@ -229,36 +230,22 @@ def _prepare(profile: SensitivityProfile, config: PlanConfig, longest: int, note
 
 
 def _check_profile(profile: SensitivityProfile, pruning: bool) -> None:
+    """The profile's invariants (``profile_checks``) again: its tensors are mutable and may have changed since."""
     steps, distances = profile.steps, profile.max_distance
     _require(
         steps >= 1 and distances >= 1,
         f"The profile has {steps} steps and {distances} reuse distances; planning needs at least 1 of each. "
         "Fix: re-run the Profile Sensitivity node.",
     )
-    nan = {"cache_error": profile.cache_error.isnan()}  # (T, L, M, K)
+    absent, modules = absent_modules(profile), profile.layout.modules
+    problems = error_problems("cache_error", profile.cache_error, absent, modules, allow_inf=False)
     if pruning:
-        ratios = profile.prune_ratios.double()
-        _require(
-            bool((ratios > 0).all() and (ratios < 1).all() and (ratios.diff() > 0).all()),
-            f"profile.prune_ratios must increase strictly inside (0, 1), got {ratios.tolist()}. "
-            "Fix: re-run the Profile Sensitivity node, or plan with pruning=False.",
-        )
-        nan["prune_error"] = profile.prune_error.isnan().any(dim=-1)
-        _require(
-            bool((profile.flops.fixed >= 0).all() and (profile.flops.per_ratio >= 0).all()),
-            "profile.flops.fixed and per_ratio must be >= 0 (FLOPs of a partial recompute). "
-            "Fix: re-run the Profile Sensitivity node.",
-        )
-    used = torch.arange(steps)[:, None] >= torch.arange(1, distances + 1)  # (T, K): t >= k
-    present = profile.flops.full > 0  # (L, M): a module a block does not have has no FLOPs and no errors
-    for name, mask in nan.items():
-        bad = mask & used[:, None, None, :] & present[None, :, :, None]  # (T, L, M, K)
-        if bool(bad.any()):
-            t, layer, module, k = (int(i) for i in bad.nonzero()[0])
-            raise ValueError(
-                f"profile.{name} is NaN at step {t}, layer {layer}, module {module}, distance {k + 1}, which the "
-                "planner needs (only t < k, or a module the block does not have, may be NaN). Fix: re-run the Profile Sensitivity node."
-            )
+        problems += ratio_problems(profile.prune_ratios) + flop_problems(profile)
+        problems += error_problems("prune_error", profile.prune_error, absent, modules, allow_inf=True)
+    _require(
+        not problems,
+        f"The profile cannot be planned from: {'; '.join(problems)}. Fix: re-run the Profile Sensitivity node.",
+    )
 
 
 def _longest_interval(config: PlanConfig, distances: int, notes: list[str]) -> int:
@@ -281,14 +268,14 @@ def plan(profile: SensitivityProfile, config: PlanConfig) -> Schedule:
     longest = _longest_interval(config, profile.max_distance, notes)
     _require(
         config.min_full_steps <= steps,
-        f"min_full_steps={config.min_full_steps} exceeds the {steps} steps of this run: the valid range is "
-        f"1..{steps}. Fix: lower min_full_steps.",
+        f"min_full_steps={config.min_full_steps} exceeds the {steps} steps planned for: the valid range is "
+        f"1..{steps}. Fix: lower min_full_steps, or profile and sample with more steps.",
     )
     resampled = profile.meta.get("resampled")
     if isinstance(resampled, dict):
         notes.append(
             f"profile resampled from {resampled.get('from_steps')} to {resampled.get('to_steps')} steps "
-            "(approximate: re-profile on this sigma grid for exact sensitivities)"
+            "(approximate; a profile of this run's settings is exact)"
         )
     if config.target == 1.0:
         full = _Candidate(0.0, tuple(range(steps)), None, torch.zeros(0, dtype=torch.long), torch.zeros(0, 1))
@@ -306,11 +293,17 @@ def plan(profile: SensitivityProfile, config: PlanConfig) -> Schedule:
     feasible = [anchors for anchors, total in zip(anchor_sets, totals) if search.meets(total)]
     if not feasible:
         best_ratio = max(search.ratio(total) for total in totals)
+        grid = "this run's" if isinstance(resampled, dict) else "the profile's"
+        few = (
+            f" A {steps}-step profile leaves (almost) no step to reuse: profile with the step count you sample with."
+            if steps < 4 and not isinstance(resampled, dict)
+            else ""
+        )
         raise ValueError(
-            f"A {config.target:g}x FLOPs speed-up is out of reach on this {steps}-step run: with intervals of at most "
+            f"A {config.target:g}x FLOPs speed-up is out of reach on {grid} {steps} steps: with intervals of at most "
             f"{longest} steps and at least {config.min_full_steps} full steps the highest ratio is {best_ratio:.3f}x. "
             f"Fix: lower the target to at most {math.floor(best_ratio * 1000) / 1000:.3f}, or allow longer intervals "
-            f"(max_interval up to {profile.max_distance + 1}; a profile with more reuse distances allows more)."
+            f"(max_interval up to {profile.max_distance + 1}; a profile with more reuse distances allows more).{few}"
         )
     candidates = sorted(_tuned(search, feasible), key=_Candidate.key)
     best = candidates[0]
@@ -329,7 +322,7 @@ def _schedule(
     if best.steps.numel():
         recompute[best.steps] = best.ratios.float().reshape(-1, layout.num_layers, layout.num_modules)
     ratio = steps * profile.flops.step_full / schedule_flops(profile.flops, best.anchors, recompute)
-    summary = f"{len(best.anchors)} full steps of {steps}, intervals of at most {longest} steps"
+    summary = f"intervals of at most {longest} steps"
     if best.beta is None:
         summary += "; no token pruning"
     else:

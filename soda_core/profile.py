@@ -14,7 +14,7 @@ sigmas, model family, sampler, measured-on shapes, pack version).
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import torch
 
 from .flops import FlopModel
 from .layout import ModelLayout
+from .profile_checks import check_profile, sigma_problems
 
 
 FORMAT_VERSION = 1
@@ -39,26 +40,7 @@ class SensitivityProfile:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        t, layers, m = self.steps, self.layout.num_layers, self.layout.num_modules
-        problems = []
-        if self.sigmas.shape != (t + 1,):
-            problems.append(f"sigmas has shape {tuple(self.sigmas.shape)}, expected ({t + 1},)")
-        if self.cache_error.shape[1:3] != (layers, m):
-            problems.append(f"cache_error has shape {tuple(self.cache_error.shape)}, expected ({t}, {layers}, {m}, K)")
-        expected_prune = (*self.cache_error.shape, self.prune_ratios.numel())
-        if self.prune_error.numel() and tuple(self.prune_error.shape) != expected_prune:
-            problems.append(f"prune_error has shape {tuple(self.prune_error.shape)}, expected {expected_prune}")
-        ratios = self.prune_ratios
-        if ratios.numel() and not (
-            bool((ratios > 0).all() and (ratios < 1).all()) and bool((ratios.diff() > 0).all())
-        ):
-            problems.append(f"prune_ratios must increase strictly inside (0, 1), got {ratios.tolist()}")
-        if bool((self.flops.fixed < 0).any() or (self.flops.per_ratio < 0).any()):
-            problems.append("FLOP counts must not be negative")
-        if self.flops.full.shape != (layers, m):
-            problems.append(f"flops.full has shape {tuple(self.flops.full.shape)}, expected ({layers}, {m})")
-        if problems:
-            raise ValueError("Inconsistent SODA profile: " + "; ".join(problems) + ".")
+        check_profile(self)  # raises ProfileProblems (a ValueError) listing every rule the values break
 
     @property
     def steps(self) -> int:
@@ -75,44 +57,17 @@ class SensitivityProfile:
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
+        """Write the profile as ``.safetensors`` (tensors, JSON metadata and a SHA-256 of both); see ``profile_io``."""
+        from .profile_io import save_profile
 
-        tensors = {
-            "sigmas": self.sigmas.double().contiguous(),
-            "cache_error": self.cache_error.float().contiguous(),
-            "prune_error": self.prune_error.float().contiguous(),
-            "prune_ratios": self.prune_ratios.float().contiguous(),
-            **{k: v.contiguous() for k, v in self.flops.to_tensors().items()},
-        }
-        metadata = {
-            "soda.format_version": str(FORMAT_VERSION),
-            "soda.layout": json.dumps(self.layout.to_json()),
-            "soda.meta": json.dumps(self.meta, sort_keys=True),
-        }
-        save_file(tensors, str(path), metadata=metadata)
+        save_profile(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> SensitivityProfile:
-        from safetensors import safe_open
+        """Read a profile file, trusting nothing in it: any defect is a ``ValueError`` naming the file and the key."""
+        from .profile_io import load_profile
 
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-        version = metadata.get("soda.format_version")
-        if version != str(FORMAT_VERSION):
-            raise ValueError(
-                f"{path} is not a SODA profile of format {FORMAT_VERSION} (found format {version!r}). "
-                "Re-create it with the Profile Sensitivity node of this pack version."
-            )
-        return cls(
-            layout=ModelLayout.from_json(json.loads(metadata["soda.layout"])),
-            sigmas=tensors["sigmas"].double(),
-            cache_error=tensors["cache_error"].float(),
-            prune_error=tensors["prune_error"].float(),
-            prune_ratios=tensors["prune_ratios"].float(),
-            flops=FlopModel.from_tensors(tensors),
-            meta=json.loads(metadata.get("soda.meta", "{}")),
-        )
+        return load_profile(path)
 
     def without_pruning(self, module: str) -> SensitivityProfile:
         """A copy in which partial recompute of ``module`` never pays off (E_p = inf), so UAS reuses it whole."""
@@ -145,8 +100,14 @@ class SensitivityProfile:
             return self
         new_sigmas = sigmas.double().cpu()
         steps = new_sigmas.numel() - 1
-        if steps < 1:
+        if new_sigmas.dim() != 1 or steps < 1:
             raise ValueError(f"A sampling run needs at least 2 sigmas to plan over, got {new_sigmas.tolist()}.")
+        problems = sigma_problems(new_sigmas)
+        if problems:
+            raise ValueError(
+                f"This run's sigmas cannot be planned for: {problems[0]}. Fix: use another scheduler or step count "
+                "(each step must lower the noise level)."
+            )
         u = _fractional_index(self.sigmas[:-1], new_sigmas[:-1])  # (T',)
         k_max = self.max_distance
         cache = torch.full((steps, *self.cache_error.shape[1:3], k_max), float("nan"))
@@ -172,17 +133,27 @@ class SensitivityProfile:
 
         def at_distance(t: int) -> torch.Tensor:
             if d <= 1.0:
-                return d * _nan_to_zero(table[t, :, :, 0])
+                return _mix(torch.zeros_like(table[t, :, :, 0]), _nan_to_zero(table[t, :, :, 0]), d)
             k0 = min(int(d), k_max)
             k1 = min(k0 + 1, k_max)
             wk = min(d - k0, 1.0) if k1 != k0 else 0.0
-            return (1 - wk) * _nan_to_zero(table[t, :, :, k0 - 1]) + wk * _nan_to_zero(table[t, :, :, k1 - 1])
+            return _mix(_nan_to_zero(table[t, :, :, k0 - 1]), _nan_to_zero(table[t, :, :, k1 - 1]), wk)
 
-        return (1 - wt) * at_distance(t0) + wt * at_distance(t1)
+        return _mix(at_distance(t0), at_distance(t1), wt)
+
+
+def _mix(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
+    """``(1 - w)·a + w·b`` that keeps an infinite E_p ("never prune") infinite: a weight of 0 drops its term."""
+    if w <= 0.0:
+        return a
+    if w >= 1.0:
+        return b
+    return (1 - w) * a + w * b
 
 
 def _nan_to_zero(x: torch.Tensor) -> torch.Tensor:
-    return torch.nan_to_num(x, nan=0.0)
+    """NaN (no value: t < k) as 0; infinities stay (torch's default would turn +inf into the largest float)."""
+    return torch.nan_to_num(x, nan=0.0, posinf=math.inf, neginf=-math.inf)
 
 
 def _fractional_index(grid: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -84,15 +84,16 @@ class Schedule:
         return step + 1 < self.steps and (step + 1) not in self.anchors
 
     def summary(self) -> str:
-        reuse_steps = self.steps - len(self.anchors)
-        partial = self.recompute[~self.anchor_mask]
-        pruned_share = float((partial > 0).float().mean()) if partial.numel() else 0.0
+        """This schedule in short lines of user words: its steps, full and reused steps, predicted speed-up."""
+        reused = ~self.anchor_mask
+        partial = ((self.recompute > 0) & (self.recompute < 1)).flatten(1).any(dim=1) & reused  # (T,)
         lines = [
-            f"SODA schedule: {len(self.anchors)} full steps of {self.steps} ({reuse_steps} reuse steps)",
-            f"full steps: {list(self.anchors)}",
-            f"predicted transformer FLOPs speedup: {self.predicted_flops_ratio:.2f}x",
-            f"predicted sensitivity cost (summed error): {self.predicted_error:.4f}",
-            f"modules partially recomputed on reuse steps: {pruned_share:.0%}",
+            f"steps: {self.steps}",
+            f"full steps: {len(self.anchors)} (steps {', '.join(str(a) for a in self.anchors)})",
+            f"reused steps: {int(reused.sum())}"
+            + (f" (tokens partly recomputed on {int(partial.sum())} of them)" if bool(partial.any()) else ""),
+            f"predicted speedup: {self.predicted_flops_ratio:.2f}x (transformer FLOPs)",
+            f"predicted error: {self.predicted_error:.4f} (summed sensitivity)",
             *self.notes,
         ]
         return "\n".join(lines)

@@ -77,8 +77,8 @@ def test_counted_flops_match_flop_counter_mode(profiled):
 
 def test_dp_schedule_beats_uniform_interval_at_equal_flops(profiled):
     """DCS anchors vs evenly spaced anchors at the same FLOPs: DCS ends closer to full compute."""
-    from comfyui_soda.soda_core.api import SodaPlan
-    from comfyui_soda.soda_core.planner import PlanConfig, schedule_flops
+    from comfyui_soda.soda_core.api import FixedSchedule
+    from comfyui_soda.soda_core.planner import schedule_flops
 
     patcher, profile, reference = profiled
     uniform = Schedule.uniform(profile.layout, profile.sigmas, 2)
@@ -86,7 +86,7 @@ def test_dp_schedule_beats_uniform_interval_at_equal_flops(profiled):
     dp = _plan(profile, uniform_ratio * (1 - 1e-6), pruning=False)
     assert len(dp.schedule.anchors) == len(uniform.anchors)
     errors, ratios = {}, {}
-    for name, soda_plan in {"dp": dp, "uniform": SodaPlan(uniform, profile, PlanConfig())}.items():
+    for name, soda_plan in {"dp": dp, "uniform": FixedSchedule(uniform, profile)}.items():
         model = _patched(patcher, soda_plan)
         out = sample(model, steps=STEPS)
         errors[name] = float((out - reference).norm() / reference.norm())
