@@ -153,14 +153,23 @@ def _check_memory_before(
     positive: Any,
     settings: SamplingSettings,
 ) -> None:
-    """Enforce the ring-buffer bound before any sampling starts, from the latent and conditioning shapes."""
+    """Enforce the bound on every profiling buffer (``soda_core.profiler_memory``) before any sampling starts, from
+    the latent and conditioning shapes and the model's width."""
     diffusion_model = model.get_model_object("diffusion_model")
+    channels = getattr(diffusion_model, "hidden_size", None)
+    if not isinstance(channels, int) or channels <= 0:
+        raise ValueError(
+            f"SODA profiling cannot bound its memory for {type(diffusion_model).__name__}: the model has no "
+            f"hidden_size (got {channels!r}), so the width of its module outputs is unknown. SODA's adapter for "
+            "this model family must state it; profile a supported model (Flux) or report this model class."
+        )
     patch = int(getattr(diffusion_model, "patch_size", 1))
     image = ((latent.shape[-2] + patch // 2) // patch) * ((latent.shape[-1] + patch // 2) // patch)
     text = max((int(c[0].shape[1]) for c in positive), default=0)
     rows = latent.shape[0] * (2 if settings.cfg != 1.0 else 1)
-    channels = int(getattr(diffusion_model, "hidden_size", 0))
     on_gpu = model.load_device.type != "cpu"
-    itemsize = 2 if (config.half_precision_ring or (config.half_precision_ring is None and on_gpu)) else 4
-    need = check_memory(layout, config, rows, text + image, channels, itemsize)
-    logger.info("SODA profiling: ring buffer of %.0f MB (%s)", need / 2**20, layout.describe())
+    half = config.half_precision_ring or (config.half_precision_ring is None and on_gpu)
+    compute_dtype = getattr(model.model, "manual_cast_dtype", None) or model.model.get_dtype()  # module outputs
+    itemsize = 2 if half else int(compute_dtype.itemsize)
+    need = check_memory(layout, config, rows, text + image, channels, itemsize, settings.steps)
+    logger.info("SODA profiling: %.0f MB of buffers (%s; %s)", need.total / 2**20, need.describe(), layout.describe())

@@ -122,3 +122,20 @@ def test_markdown_table_and_plots_exist(quick):
             assert f"| {method['name']} |" in text
         for plot in result["plots"]:
             assert (out / plot).stat().st_size > 1000
+
+
+def test_profiling_memory_benchmark_quick(comfy, tmp_path):
+    """benchmarks/profiling_memory.py on a tiny Flux: the formula equals the bytes the recorder held, both modes."""
+    from benchmarks.profiling_memory import main
+
+    out = tmp_path / "profiling_memory.json"
+    result = main(["--quick", "--out", str(out)])
+    assert json.loads(out.read_text())["runs"].keys() == {"sketched", "exact"}
+    for run in result["runs"].values():
+        assert run["formula_equals_held"] and run["cache_error_defined"]
+        assert run["held_bytes_peak"]["held"] == run["formula_bytes"]["held"] > 0
+    flux = {(r["mode"], r["steps"], r["rows"]): r for r in result["flux_1024"]}
+    assert flux[("sketched", 50, 2)]["fits_4_gb"] and not flux[("exact", 20, 1)]["fits_4_gb"]
+    assert flux[("sketched", 20, 1)]["from_measured_held"] == pytest.approx(
+        flux[("sketched", 20, 1)]["formula_total"], rel=0.1
+    )

@@ -56,12 +56,14 @@ def test_prune_error_equals_an_explicit_mix(comfy):
     from comfyui_soda.soda_core.tokens import TokenLayout, recompute_positions
 
     layout = ModelLayout((BlockRef("double_block", 0),), ("mlp",))
-    recorder = SensitivityRecorder(layout, 3, ProfileConfig(max_distance=2, prune_ratios=(0.25, 0.5)))
+    config = ProfileConfig(max_distance=2, prune_ratios=(0.25, 0.5), sketch_dim=0)  # exact: the outputs themselves
+    recorder = SensitivityRecorder(layout, 3, config)
     tokens = TokenLayout(text=3, image=8, reference=1)
     outputs = [torch.randn(2, tokens.total, 5) for _ in range(3)]
     scores = torch.randn(2, tokens.total)  # each row ranks its own tokens
     for step, out in enumerate(outputs):
         recorder.observe(step, 0, "mlp", (0,), out, scores, tokens)
+    assert recorder._prune_sum is not None
     sums = recorder._prune_sum[2, 0, 0, 1] / 2  # step 2, distance 2, mean over the 2 rows
     for j, ratio in enumerate((0.25, 0.5)):
         positions = recompute_positions(scores, tokens, ratio)  # (2, n)
@@ -93,10 +95,33 @@ def test_block_granularity_profile(comfy):
     assert profile.cache_error[1:, :, 0, 0].isfinite().all()
 
 
-def test_memory_bound_is_enforced_before_sampling(comfy):
+@pytest.mark.parametrize("sketch_dim", [0, 64])
+def test_memory_bound_is_enforced_before_sampling(comfy, monkeypatch, sketch_dim):
+    """The node-level check refuses before the first model call, naming the need, its parts and the fix."""
+    import comfy.sample
+
     patcher = tiny_flux()
-    with pytest.raises(ValueError, match="memory_limit_mb"):
-        _profile(patcher, memory_limit_mb=0.01)
+    calls = []
+    monkeypatch.setattr(comfy.sample, "sample", lambda *a, **k: calls.append(1))
+    with pytest.raises(ValueError, match=r"needs \d+ MB \(ring .* working .*memory_limit_mb=0.*Fix: raise"):
+        _profile(patcher, memory_limit_mb=0.01, sketch_dim=sketch_dim)
+    assert not calls
+
+
+def test_memory_check_needs_the_model_width(comfy):
+    """A model without hidden_size is refused loudly instead of being bounded with 0 channels."""
+    from comfyui_soda.nodes.profiling import SamplingSettings, _check_memory_before
+    from comfyui_soda.soda_core.layout import BlockRef, ModelLayout
+    from comfyui_soda.soda_core.profiler import ProfileConfig
+
+    patcher = tiny_flux()
+    del patcher.model.diffusion_model.hidden_size
+    layout = ModelLayout((BlockRef("double_block", 0),), ("attn", "mlp"))
+    settings = SamplingSettings(seed=0, steps=4, cfg=1.0, sampler_name="euler", scheduler="simple")
+    with pytest.raises(ValueError, match="no hidden_size.*width of its module outputs is unknown"):
+        _check_memory_before(
+            patcher, layout, ProfileConfig(), torch.zeros(1, 16, 16, 16), conditioning(patcher, 1), settings
+        )
 
 
 def test_cancel_stops_profiling_and_leaves_nothing_behind(comfy):
