@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ import comfy.utils
 import latent_preview
 import torch
 
+from ..soda_core.adapters import ServedModel
 from ..soda_core.layout import Granularity, ModelLayout
 from ..soda_core.profile import SensitivityProfile
 from ..soda_core.profiler import ProfileConfig, SensitivityRecorder, check_memory
@@ -71,7 +73,7 @@ def profile_model(
     if granularity is Granularity.BLOCK and config.measure_pruning:
         config = ProfileConfig(**{**config.__dict__, "measure_pruning": False})
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    _check_memory_before(model, layout, config, latent_image, positive, settings)
+    _check_memory_before(model, served, config, latent_image, (positive, negative), settings)
     collector = _Collector(layout, config)
     clone = model.clone()
     hook = SodaHook(
@@ -147,29 +149,22 @@ def only_prunable(profile: SensitivityProfile, cells: set[tuple[int, str]]) -> S
 
 def _check_memory_before(
     model: Any,
-    layout: ModelLayout,
+    served: ServedModel,
     config: ProfileConfig,
     latent: torch.Tensor,
-    positive: Any,
+    conditioning: Sequence[Any],
     settings: SamplingSettings,
 ) -> None:
     """Enforce the bound on every profiling buffer (``soda_core.profiler_memory``) before any sampling starts, from
-    the latent and conditioning shapes and the model's width."""
-    diffusion_model = model.get_model_object("diffusion_model")
-    channels = getattr(diffusion_model, "hidden_size", None)
-    if not isinstance(channels, int) or channels <= 0:
-        raise ValueError(
-            f"SODA profiling cannot bound its memory for {type(diffusion_model).__name__}: the model has no "
-            f"hidden_size (got {channels!r}), so the width of its module outputs is unknown. SODA's adapter for "
-            "this model family must state it; profile a supported model (Flux) or report this model class."
-        )
-    patch = int(getattr(diffusion_model, "patch_size", 1))
-    image = ((latent.shape[-2] + patch // 2) // patch) * ((latent.shape[-1] + patch // 2) // patch)
-    text = max((int(c[0].shape[1]) for c in positive), default=0)
+    the latent and conditioning shapes and the widest module output the served blocks can produce."""
+    image = served.image_tokens(latent.shape)
+    text = max((int(c[0].shape[1]) for cond in conditioning for c in cond), default=0)
     rows = latent.shape[0] * (2 if settings.cfg != 1.0 else 1)
     on_gpu = model.load_device.type != "cpu"
     half = config.half_precision_ring or (config.half_precision_ring is None and on_gpu)
     compute_dtype = getattr(model.model, "manual_cast_dtype", None) or model.model.get_dtype()  # module outputs
     itemsize = 2 if half else int(compute_dtype.itemsize)
-    need = check_memory(layout, config, rows, text + image, channels, itemsize, settings.steps)
-    logger.info("SODA profiling: %.0f MB of buffers (%s; %s)", need.total / 2**20, need.describe(), layout.describe())
+    need = check_memory(served.layout, config, rows, text + image, served.output_width(), itemsize, settings.steps)
+    logger.info(
+        "SODA profiling: %.0f MB of buffers (%s; %s)", need.total / 2**20, need.describe(), served.layout.describe()
+    )

@@ -59,6 +59,18 @@ class ServedModel:
     def image_tokens(self, latent_shape: Sequence[int]) -> int:
         return patched_tokens(latent_shape, self.patch)
 
+    def output_width(self) -> int:
+        """An upper bound on the channels of any module output the served blocks give: their widest linear layer
+        (a module's output is a linear's output, or the input of one; exact for most blocks, 1.75x for Flux's fused
+        single blocks). Sketched profiling stores a fixed number of dims per token, so it only matters there."""
+        widths = [
+            max(m.in_features, m.out_features)
+            for layer in self.layers
+            for m in layer.block.modules()
+            if isinstance(m, torch.nn.Linear)
+        ]
+        return max(widths, default=1)
+
 
 def serve(diffusion_model: torch.nn.Module, granularity: Granularity = Granularity.MODULE) -> ServedModel:
     """The blocks of ``diffusion_model`` in execution order, at ``granularity`` (a family whose blocks have no module
