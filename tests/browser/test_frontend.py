@@ -1,6 +1,6 @@
 """The ComfyUI frontend (served by the real server) loads every shared UI workflow cleanly.
 
-For each ``workflows/<name>.json``, fetched from the template route the editor's template browser uses, headless
+For each ``example_workflows/<name>.json``, fetched from the template route the editor's template browser uses, headless
 Chromium loads it with ``window.app.loadGraphData`` and the test asserts:
 
 * no missing-node dialog, no error dialog or error toast; a missing-models dialog only for the model files the
@@ -8,7 +8,7 @@ Chromium loads it with ``window.app.loadGraphData`` and the test asserts:
 * the graph holds the expected node types (every SODA node of the file), none flagged with errors;
 * the editor keeps the file as written: ``graph.serialize()`` gives back the same nodes, links and groups, so widget
   values sit on the widgets they were meant for;
-* the editor's own "Export (API)" (``app.graphToPrompt()``) equals ``workflows/api/<name>.json``.
+* the editor's own "Export (API)" (``app.graphToPrompt()``) equals ``example_workflows/api/<name>.json``.
 
 The loaded quick-start graph is saved as ``tests/artifacts/quickstart_graph.png`` and copied to
 ``docs/images/quickstart_graph.png`` (the README's picture).
@@ -103,7 +103,7 @@ def test_frontend_loads_workflow(name: str, editor: Any, comfy_server: Any) -> N
     started = time.monotonic()
     result = load_workflow(editor, comfy_server.url, name)
     load_seconds = time.monotonic() - started
-    assert result["workflow"] == expected, "the template route serves another file than workflows/{name}.json"
+    assert result["workflow"] == expected, f"the template route serves another file than example_workflows/{name}.json"
 
     # Dialogs: never a missing-node or error dialog; missing models only as declared by the workflow.
     assert result["seen"]["missingNodes"] is None, f"missing-node dialog: {result['seen']['missingNodes']}"
