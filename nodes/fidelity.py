@@ -16,6 +16,7 @@ from comfy_api.latest import io
 
 from ..soda_core.metrics import max_abs_error, psnr, relative_l2, ssim
 from .inputs import SodaNode, checked
+from .text_lines import report_text
 
 
 def compare_images(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float]:
@@ -58,16 +59,17 @@ def json_safe_metrics(metrics: dict[str, float]) -> dict[str, Any]:
 
 
 def format_report(metrics: dict[str, float], shape: tuple[int, ...]) -> str:
-    """A short human-readable summary, one metric per line."""
+    """Short lines in the words of image tools: PSNR, SSIM, the largest pixel difference and what was compared."""
     value = metrics["psnr"]
-    psnr_text = "inf dB (identical images)" if value == math.inf else f"{value:.2f} dB"
-    return "\n".join(
+    psnr_text = "inf (the images are identical)" if value == math.inf else f"{value:.2f} dB (higher is closer)"
+    batch, height, width = ((1, *shape) if len(shape) == 3 else shape)[:3]  # IMAGE is (B, H, W, C)
+    images = f"{batch} image{'' if batch == 1 else 's'}"
+    return report_text(
         [
-            f"images: {' x '.join(str(n) for n in shape)}",
             f"PSNR: {psnr_text}",
-            f"SSIM: {metrics['ssim']:.4f}",
-            f"max abs error: {metrics['max_abs']:.4g}",
-            f"relative L2: {metrics['rel_l2']:.4g}",
+            f"SSIM: {metrics['ssim']:.4f} (1 = identical)",
+            f"largest pixel difference: {metrics['max_abs']:.3g} (pixel values 0 to 1)",
+            f"compared: {images} of {width} x {height} pixels",
         ]
     )
 
@@ -89,7 +91,11 @@ class SODACompareImages(SodaNode):
             outputs=[
                 io.Float.Output("psnr", display_name="psnr", tooltip="PSNR in dB (data range 1); inf if identical."),
                 io.Float.Output("ssim", display_name="ssim", tooltip="Mean SSIM (11x11 Gaussian window), 1 = equal."),
-                io.String.Output("report", display_name="report", tooltip="All metrics as text."),
+                io.String.Output(
+                    "report",
+                    display_name="report",
+                    tooltip="PSNR, SSIM and the largest pixel difference as short lines (connect Preview as Text).",
+                ),
             ],
         )
 

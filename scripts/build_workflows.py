@@ -3,10 +3,11 @@
 Every workflow is defined once in ``scripts/workflow_builder/definitions.py`` (nodes, links, positions, groups and a
 Note explaining the graph) and written as
 
-* ``workflows/<name>.json``: the UI (LiteGraph) format the ComfyUI editor loads. ComfyUI's template browser lists the
-  top-level ``workflows/*.json`` of every custom node pack (``GET /api/workflow_templates``).
-* ``workflows/api/<name>.json``: the API format that scripts queue with ``POST /prompt`` (``scripts/demo.py``, the
-  end-to-end tests); every node carries ``_meta.title``, the Note is left out (it exists only in the editor).
+* ``example_workflows/<name>.json``: the UI (LiteGraph) format the ComfyUI editor loads. ComfyUI's template browser
+  lists the top-level ``example_workflows/*.json`` of every custom node pack (``GET /api/workflow_templates``) with
+  ``<name>.jpg`` as the card's picture (drawn by ``scripts/render_thumbnails.py``; ``--check`` fails without one).
+* ``example_workflows/api/<name>.json``: the API format that scripts queue with ``POST /prompt`` (``scripts/demo.py``,
+  the end-to-end tests); every node carries ``_meta.title``, the Note is left out (it exists only in the editor).
 
 The UI format stores widget values as a bare list, ordered like the node's widget inputs in ``/object_info`` plus
 the extra "control_after_generate" value after inputs that declare it (seeds), and lists inputs the way the frontend
@@ -30,13 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from comfy_server import ROOT, ComfyServerError
+from workflow_builder import API_DIR, THUMBNAIL_SUFFIX, WORKFLOWS_DIR
 from workflow_builder.definitions import WORKFLOWS
 from workflow_builder.formats import build, dump
 from workflow_builder.schema import BuildError, fetch_object_info
-
-
-WORKFLOWS_DIR = ROOT / "workflows"
-API_DIR = WORKFLOWS_DIR / "api"
 
 
 def render_all(object_info: dict[str, Any]) -> dict[Path, str]:
@@ -63,6 +61,10 @@ def check(files: dict[Path, str]) -> list[str]:
                 current.splitlines(), text.splitlines(), f"{rel} (on disk)", f"{rel} (generated)", lineterm=""
             )
             problems.append(f"{rel}: differs from the generated file\n" + "\n".join(list(diff)[:40]))
+    for path in sorted(files):
+        thumbnail = path.with_suffix(THUMBNAIL_SUFFIX)
+        if path.parent == WORKFLOWS_DIR and not thumbnail.is_file():
+            problems.append(f"{thumbnail.relative_to(ROOT)}: missing (run scripts/render_thumbnails.py)")
     for folder in (WORKFLOWS_DIR, API_DIR):
         for path in sorted(folder.glob("*.json")):
             if path not in files:

@@ -1,8 +1,9 @@
 """Run the real ComfyUI server (headless, CPU) for the demo and the end-to-end tests.
 
 Library: ``with ComfyServer(base_dir=...) as server: history, node_seconds = server.run_timed(api_workflow)``.
-CLI: ``python scripts/comfy_server.py [--base-dir DIR] [--port N] serve`` (until Ctrl-C), or
-``... run WORKFLOW_API.json [--timeout S]`` (run one API-format workflow and print per-node wall seconds).
+CLI: ``python scripts/comfy_server.py serve [--base-dir DIR] [--port N]`` (until Ctrl-C or SIGTERM, which stop the
+ComfyUI child too), or ``... run WORKFLOW_API.json [--timeout S]`` (run one API-format workflow and print per-node wall
+seconds); the options may also come before the subcommand.
 
 The ComfyUI tree is ``$COMFYUI_DIR``, else the path ``scripts/setup_env.sh`` recorded in the environment
 (``comfy_env.comfyui_dir``); the interpreter is ``$COMFYUI_PYTHON``, else the virtual environment this script runs in,
@@ -16,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -189,6 +191,11 @@ class ComfyServer:
             self._log_file = None
 
     @property
+    def pid(self) -> int | None:
+        """The ComfyUI process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -352,28 +359,62 @@ def check_history_status(prompt_id: str, entry: dict[str, Any]) -> None:
     raise ComfyServerError(f"prompt {prompt_id} did not succeed: status {json.dumps(status)[:2000]}")
 
 
-def _main(argv: list[str] | None = None) -> int:
+class Stopped(Exception):
+    """Raised in the main thread by SIGTERM or SIGINT, so that ``with ComfyServer`` stops the server on its way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM and SIGINT raise :class:`Stopped` in the main thread: a ``with ComfyServer`` block then stops its
+    ComfyUI child (which runs in its own session and would otherwise outlive a terminated caller)."""
+
+    def handler(signum: int, frame: object) -> None:
+        for other in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(other, signal.SIG_IGN)  # a second signal must not cut the shutdown short
+        raise Stopped(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
+
+
+def parse_cli(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; --base-dir and --port are accepted before the subcommand and after it."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-dir", type=Path, default=ROOT / ".runtime" / "base", help="ComfyUI --base-directory")
-    parser.add_argument("--port", type=int, default=None, help="default: a free port")
+
+    def server_options(target: argparse.ArgumentParser, defaults: bool) -> None:
+        # After the subcommand the options have no default, so they never overwrite values given before it.
+        base_dir = ROOT / ".runtime" / "base" if defaults else argparse.SUPPRESS
+        target.add_argument("--base-dir", type=Path, default=base_dir, help="ComfyUI --base-directory")
+        port = None if defaults else argparse.SUPPRESS
+        target.add_argument("--port", type=int, default=port, help="default: a free port")
+
+    server_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="start the server and keep it running until Ctrl-C")
+    serve = commands.add_parser("serve", help="start the server and keep it running until Ctrl-C or SIGTERM")
+    server_options(serve, defaults=False)
     run = commands.add_parser("run", help="run one API-format workflow and print per-node wall seconds")
+    server_options(run, defaults=False)
     run.add_argument("workflow", type=Path)
     run.add_argument("--timeout", type=float, default=1800.0)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    args = parse_cli(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop_on_signals()
 
     base_dir = prepare_base_dir(args.base_dir)
     try:
         with ComfyServer(base_dir=base_dir, port=args.port) as server:
             if args.command == "serve":
-                print(f"ComfyUI running at {server.url} (log: {server.log_path}); Ctrl-C stops it", flush=True)
-                try:
-                    while server.running:
-                        time.sleep(1.0)
-                except KeyboardInterrupt:
-                    return 0
+                print(f"ComfyUI running at {server.url} (pid {server.pid}, log: {server.log_path}); Ctrl-C stops it")
+                sys.stdout.flush()
+                while server.running:
+                    time.sleep(1.0)
                 print(f"ComfyUI exited.\n{server.log_tail()}", file=sys.stderr)
                 return 1
             workflow = json.loads(args.workflow.read_text())
@@ -382,6 +423,9 @@ def _main(argv: list[str] | None = None) -> int:
             timings = {f"{key} {title.get(key, '')}".strip(): round(sec, 3) for key, sec in node_seconds.items()}
             print(json.dumps({"node_seconds": timings, "outputs": history.get("outputs", {})}, indent=2))
             return 0
+    except Stopped as stop:  # the server has been stopped by the with block
+        print(f"{stop}: ComfyUI stopped", file=sys.stderr)
+        return 0 if args.command == "serve" else 128 + stop.signum
     except ComfyServerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

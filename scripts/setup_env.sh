@@ -28,8 +28,11 @@ COMFY_REQUIREMENTS=(
   "kornia>=0.7.1" spandrel "pydantic~=2.0" "pydantic-settings~=2.0"
   requests  # imported by ComfyUI's app/frontend_management.py but missing from its requirements.txt
 )
-# scikit-learn: its bundled digits data set, which scripts/train_reference_model.py trains the reference model on
-DEV_REQUIREMENTS=("ruff==0.14.6" "mypy==1.19.0" "pytest==9.0.1" "selenium==4.38.0" "scikit-learn==1.9.1")
+# scikit-learn: its bundled digits data set, which scripts/train_reference_model.py trains the reference model on;
+# scikit-image: the reference PSNR/SSIM that tests/unit/test_metrics.py checks soda_core.metrics against.
+DEV_REQUIREMENTS=(
+  "ruff==0.14.6" "mypy==1.19.0" "pytest==9.0.1" "selenium==4.38.0" "scikit-learn==1.9.1" "scikit-image==0.26.0"
+)
 
 VENV="$(cd "$ROOT" && realpath -m "${SODA_VENV:-.venv}")"
 RUNTIME="$ROOT/.runtime"

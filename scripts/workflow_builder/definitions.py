@@ -1,19 +1,24 @@
-"""The shared workflows, defined once each: ``soda_quickstart`` (the bundled reference model, any CPU) and
-``soda_flux_dev`` (Flux.1-dev). ``WORKFLOWS`` lists them; scripts/build_workflows.py writes both formats of each."""
+"""The shared workflows, one function each: ``soda_quickstart`` (the bundled reference model, any CPU) and
+``soda_flux_dev`` (Flux.1-dev). ``WORKFLOWS`` lists them; scripts/build_workflows.py writes both formats of each into
+example_workflows/ and scripts/render_thumbnails.py draws each one's thumbnail.
+
+To add a model family: write a function that returns ``soda_workflow(name, description, note, ModelInputs(...))``
+with the family's loader, prompt and latent nodes (declare model downloads with ``Node(models=[...])``: the editor
+offers them and the Note lists them), add it to ``WORKFLOWS``, run scripts/build_workflows.py and
+scripts/render_thumbnails.py, and commit the .json and .jpg files.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from .graph import Group, Node, Workflow
+from .graph import Node, Workflow
+from .soda_graph import SODA_OUTPUT_TITLE, ModelInputs, soda_workflow
 
 
 COLUMN_1_WIDTH = 380  # group 1 (model and prompt): wide enough for model file names
 
 
+QUICKSTART_DESCRIPTION = "SODA quick start on the bundled digits model: runs on any CPU, nothing to download."
 QUICKSTART_NOTE = """\
-SODA quick start: runs on any computer, nothing to download.
-
 What this graph does
 1. Model and prompt. Loads the small reference model that ships with the pack: a Flux-shaped transformer trained \
 on handwritten digits. "Digits to draw" asks for one image per class number ("0-9" gives ten digits; here ten \
@@ -45,15 +50,10 @@ prompt, add an "Empty SD3 Latent Image" for the samplers, and replace each "SODA
 size and sampler setting; save the profile with "Save SODA Profile" to skip profiling next time.
 """
 
+FLUX_DEV_DESCRIPTION = (
+    "SODA on Flux.1-dev, 1024x1024: profile, plan half the transformer work, compare with full compute."
+)
 FLUX_DEV_NOTE = """\
-SODA on Flux.1-dev
-
-Files this workflow needs (ComfyUI offers the downloads when they are missing):
-  models/diffusion_models/flux1-dev.safetensors
-  models/text_encoders/clip_l.safetensors
-  models/text_encoders/t5xxl_fp16.safetensors
-  models/vae/ae.safetensors
-
 What this graph does
 1. Model and prompt: the usual Flux.1-dev text-to-image set-up (FluxGuidance 3.5, cfg 1.0, 20 steps euler/simple, \
 1024x1024).
@@ -79,7 +79,6 @@ FLUX_PROMPT = (
     "a red fox sitting in fresh snow at the edge of a pine forest at sunrise, soft golden light, detailed fur, "
     "shallow depth of field"
 )
-SAMPLING = {"seed": 0, "steps": 20, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}
 
 FLUX_MODELS = {
     "unet": {
@@ -103,159 +102,6 @@ FLUX_MODELS = {
         "directory": "vae",
     },
 }
-
-
-def soda_and_compare_nodes(
-    prefix: str,
-    model: tuple[str, str],
-    positive: tuple[str, str],
-    negative: tuple[str, str],
-    latent: tuple[str, str],
-    decoder: str,
-    decoder_links: dict[str, tuple[str, str]],
-    profile_widgets: dict[str, Any] | None = None,
-    decoder_widgets: dict[str, Any] | None = None,
-) -> list[Node]:
-    """Groups 2-4, shared by both workflows: profile -> plan -> patch, two samplers, decode, save, compare."""
-    sampler_links = {"positive": positive, "negative": negative, "latent_image": latent}
-    decode_out = "IMAGE"
-    decoder_size = (320, 78 + 24 * max(len(decoder_widgets or {}) - 1, 0))  # one more widget row per widget
-    return [
-        # 2. SODA: profile -> plan -> patch
-        Node(
-            "profile",
-            "SODAProfileSensitivity",
-            (440, 0),
-            title="Profile Sensitivity",
-            links={"model": model, **sampler_links},
-            widgets={**SAMPLING, "operations": "cache and prune", "granularity": "module", **(profile_widgets or {})},
-            size=(340, 406),
-        ),
-        Node(
-            "plan",
-            "SODAPlanSchedule",
-            (440, 470),
-            title="Plan SODA Schedule",
-            links={"profile": ("profile", "profile")},
-            widgets={"target_speedup": 2.0, "min_full_steps": 1, "pruning": True},
-            size=(340, 266),
-        ),
-        Node(
-            "patch",
-            "SODAModelPatch",
-            (440, 800),
-            links={"model": model, "schedule": ("plan", "schedule")},
-            size=(340, 46),
-        ),
-        Node(
-            "save_heatmap",
-            "SaveImage",
-            (820, 0),
-            title="Save sensitivity heatmap",
-            links={"images": ("profile", "heatmap")},
-            widgets={"filename_prefix": f"{prefix}/heatmap"},
-            size=(340, 310),
-        ),
-        Node(
-            "save_plan",
-            "SaveImage",
-            (820, 360),
-            title="Save schedule plot",
-            links={"images": ("plan", "plan")},
-            widgets={"filename_prefix": f"{prefix}/plan"},
-            size=(340, 300),
-        ),
-        Node(
-            "summary",
-            "PreviewAny",
-            (820, 720),
-            title="Plan summary",
-            links={"source": ("plan", "summary")},
-            size=(340, 126),
-        ),
-        # 3. Sample: SODA vs full compute
-        Node(
-            "full_sampler",
-            "KSampler",
-            (1240, 0),
-            title="Full compute KSampler",
-            links={"model": model, **sampler_links},
-            widgets=dict(SAMPLING),
-            size=(320, 262),
-        ),
-        Node(
-            "soda_sampler",
-            "KSampler",
-            (1240, 460),
-            title="SODA KSampler",
-            links={"model": ("patch", "MODEL"), **sampler_links},
-            widgets=dict(SAMPLING),
-            size=(320, 262),
-        ),
-        Node(
-            "decode_full",
-            decoder,
-            (1240, 310),
-            title="Decode: full compute",
-            links={"samples": ("full_sampler", "LATENT"), **decoder_links},
-            widgets=dict(decoder_widgets or {}),
-            size=decoder_size,
-        ),
-        Node(
-            "decode_soda",
-            decoder,
-            (1240, 770),
-            title="Decode: SODA",
-            links={"samples": ("soda_sampler", "LATENT"), **decoder_links},
-            widgets=dict(decoder_widgets or {}),
-            size=decoder_size,
-        ),
-        Node(
-            "save_full",
-            "SaveImage",
-            (1600, 0),
-            title="Save full compute",
-            links={"images": ("decode_full", decode_out)},
-            widgets={"filename_prefix": f"{prefix}/full"},
-            size=(340, 388),
-        ),
-        Node(
-            "save_soda",
-            "SaveImage",
-            (1600, 460),
-            title="Save SODA",
-            links={"images": ("decode_soda", decode_out)},
-            widgets={"filename_prefix": f"{prefix}/soda"},
-            size=(340, 388),
-        ),
-        # 4. Compare
-        Node(
-            "compare",
-            "SODACompareImages",
-            (1240, 1010),
-            title="Compare: SODA vs full",
-            links={"reference": ("decode_full", decode_out), "candidate": ("decode_soda", decode_out)},
-            size=(320, 66),
-        ),
-        Node(
-            "report",
-            "PreviewAny",
-            (1600, 1010),
-            title="Fidelity report",
-            links={"source": ("compare", "report")},
-            size=(340, 160),
-        ),
-    ]
-
-
-SODA_GROUPS = [
-    Group("2. SODA: profile → plan → patch", ["profile", "plan", "patch", "save_heatmap", "save_plan", "summary"]),
-    Group(
-        "3. Sample: SODA vs full compute",
-        ["full_sampler", "soda_sampler", "decode_full", "decode_soda", "save_full", "save_soda"],
-    ),
-    Group("4. Compare", ["compare", "report"]),
-]
 
 
 def quickstart() -> Workflow:
@@ -286,19 +132,20 @@ def quickstart() -> Workflow:
             widgets={"text": ""},
             size=(COLUMN_1_WIDTH, 120),
         ),
-        *soda_and_compare_nodes(
-            "soda_quickstart",
-            model,
-            ("positive", "conditioning"),
-            ("negative", "CONDITIONING"),
-            ("positive", "latent"),
-            decoder="SODALatentToImage",
-            decoder_links={"model": model},
-            decoder_widgets={"upscale": 4, "grid_columns": 10},
-        ),
     ]
-    groups = [Group("1. Model and prompt", ["model", "positive", "negative"]), *SODA_GROUPS]
-    return Workflow("soda_quickstart", nodes, groups, QUICKSTART_NOTE, note_pos=(-560, 0), note_size=(520, 900))
+    inputs = ModelInputs(
+        nodes,
+        model,
+        positive=("positive", "conditioning"),
+        negative=("negative", "CONDITIONING"),
+        latent=("positive", "latent"),
+        decoder="SODALatentToImage",
+        decoder_links={"model": model},
+        decoder_widgets={"upscale": 4, "grid_columns": 10},
+    )
+    return soda_workflow(
+        "soda_quickstart", QUICKSTART_DESCRIPTION, QUICKSTART_NOTE, inputs, thumbnail_from=SODA_OUTPUT_TITLE
+    )
 
 
 def flux_dev() -> Workflow:
@@ -366,22 +213,18 @@ def flux_dev() -> Workflow:
             widgets={"width": 1024, "height": 1024, "batch_size": 1},
             size=(COLUMN_1_WIDTH, 106),
         ),
-        *soda_and_compare_nodes(
-            "soda_flux_dev",
-            model,
-            ("guidance", "CONDITIONING"),
-            ("negative", "CONDITIONING"),
-            ("latent", "LATENT"),
-            decoder="VAEDecode",
-            decoder_links={"vae": ("vae", "VAE")},
-            profile_widgets={"memory_limit_mb": 28000.0},
-        ),
     ]
-    groups = [
-        Group("1. Model and prompt", ["model", "clip", "vae", "positive_text", "guidance", "negative", "latent"]),
-        *SODA_GROUPS,
-    ]
-    return Workflow("soda_flux_dev", nodes, groups, FLUX_DEV_NOTE, note_pos=(-560, 0), note_size=(520, 900))
+    inputs = ModelInputs(
+        nodes,
+        model,
+        positive=("guidance", "CONDITIONING"),
+        negative=("negative", "CONDITIONING"),
+        latent=("latent", "LATENT"),
+        decoder="VAEDecode",
+        decoder_links={"vae": ("vae", "VAE")},
+        profile_widgets={"memory_limit_mb": 28000.0},
+    )
+    return soda_workflow("soda_flux_dev", FLUX_DEV_DESCRIPTION, FLUX_DEV_NOTE, inputs)  # thumbnail: the graph
 
 
 WORKFLOWS = (quickstart, flux_dev)

@@ -120,6 +120,8 @@ class Built:
 
 def build(workflow: Workflow, object_info: dict[str, Any]) -> Built:
     """Both formats of one workflow. Node ids follow the definition order (the Note comes last, UI format only)."""
+    if not workflow.description.strip() or "\n" in workflow.description:
+        raise BuildError(f"{workflow.name}: give the workflow a one-line description (Workflow.description)")
     keys = [node.key for node in workflow.nodes]
     if len(set(keys)) != len(keys):
         raise BuildError(f"{workflow.name}: duplicate node keys")
@@ -171,7 +173,7 @@ def build(workflow: Workflow, object_info: dict[str, Any]) -> Built:
         "groups": groups,
         "config": {},
         # No "ds" (view offset and zoom): the editor fits the whole graph into view on load.
-        "extra": {"workflowRendererVersion": "LG"},
+        "extra": {"description": workflow.description, "workflowRendererVersion": "LG"},
         "version": 0.4,
     }
     return Built(ui, api)

@@ -45,12 +45,14 @@ class Group:
 
 @dataclass
 class Workflow:
-    name: str
+    name: str  # the file stem: example_workflows/<name>.json, .jpg, api/<name>.json
     nodes: list[Node]
     groups: list[Group]
     note: str
     note_pos: tuple[float, float]
     note_size: tuple[float, float]
+    description: str = ""  # one line: the Note's first line and the UI file's extra.description
+    thumbnail_from: str | None = None  # title of the SaveImage that gives the thumbnail; None: a picture of the graph
 
 
 def default_size(schema: NodeSchema) -> tuple[float, float]:

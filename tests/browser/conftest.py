@@ -1,11 +1,15 @@
-"""Browser fixtures: the e2e ``comfy_server`` (one real ComfyUI server per test module) and headless Chromium.
+"""Browser fixtures: the e2e ``comfy_server`` (one real ComfyUI server per test module), headless Chromium, and
+``editor``: that browser on the server's editor with quiet settings (``open_editor`` reloads it for a clean state).
 
 Chromium and chromedriver come from Debian (``apt-get install -y chromium chromium-driver``; scripts/setup_env.sh
 installs them when run as root). Without them the browser tests FAIL with that command: they are never skipped.
 """
 
+import json
 import os
 import shutil
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,3 +77,56 @@ def browser(chromium_paths: tuple[str, str], tmp_path_factory: pytest.TempPathFa
         yield driver
     finally:
         driver.quit()
+
+
+APP_READY_TIMEOUT_S = 120.0
+# Editor settings for a quiet, legible session: no first-run template browser, no workflow restored from the previous
+# page load, no minimap or FPS overlay, full node detail at any zoom (for the screenshot), and the load-time checks
+# and warnings that this test relies on switched on.
+SETTINGS = {
+    "Comfy.TutorialCompleted": True,
+    "Comfy.Workflow.Persist": False,
+    "Comfy.Minimap.Visible": False,
+    "Comfy.Graph.CanvasInfo": False,
+    "LiteGraph.Canvas.MinFontSizeForLOD": 0,
+    "Comfy.Validation.Workflows": True,
+    "Comfy.Workflow.ShowMissingNodesWarning": True,
+    "Comfy.Workflow.ShowMissingModelsWarning": True,
+}
+LOCAL_STORAGE = {"vueNodesBannerDismissed": "true"}  # the "Introducing Nodes 2.0" banner
+
+
+def post_setting(server_url: str, key: str, value: Any) -> None:
+    request = urllib.request.Request(
+        f"{server_url}/api/settings/{key}",
+        data=json.dumps(value).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
+def open_editor(browser: Any, server_url: str) -> None:
+    """Navigate to the editor and wait until the app is mounted and its node definitions are registered."""
+    browser.get(server_url + "/")
+    deadline = time.monotonic() + APP_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if browser.execute_script(
+            "return !!(window.app && window.app.vueAppReady && window.app.graph && window.LiteGraph"
+            " && LiteGraph.registered_node_types && LiteGraph.registered_node_types.KSampler)"
+        ):
+            return
+        time.sleep(0.25)
+    pytest.fail(f"the ComfyUI editor at {server_url} was not ready after {APP_READY_TIMEOUT_S:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def editor(browser: Any, comfy_server: Any) -> Any:  # noqa: F811  (the fixture imported above)
+    """The browser on the server's editor, with quiet settings; each test reloads the page for a clean state."""
+    for key, value in SETTINGS.items():
+        post_setting(comfy_server.url, key, value)
+    open_editor(browser, comfy_server.url)
+    for key, value in LOCAL_STORAGE.items():
+        browser.execute_script("localStorage.setItem(arguments[0], arguments[1])", key, value)
+    return browser

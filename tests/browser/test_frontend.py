@@ -1,6 +1,6 @@
 """The ComfyUI frontend (served by the real server) loads every shared UI workflow cleanly.
 
-For each ``workflows/<name>.json``, fetched from the template route the editor's template browser uses, headless
+For each ``example_workflows/<name>.json``, fetched from the template route the editor's template browser uses, headless
 Chromium loads it with ``window.app.loadGraphData`` and the test asserts:
 
 * no missing-node dialog, no error dialog or error toast; a missing-models dialog only for the model files the
@@ -8,7 +8,7 @@ Chromium loads it with ``window.app.loadGraphData`` and the test asserts:
 * the graph holds the expected node types (every SODA node of the file), none flagged with errors;
 * the editor keeps the file as written: ``graph.serialize()`` gives back the same nodes, links and groups, so widget
   values sit on the widgets they were meant for;
-* the editor's own "Export (API)" (``app.graphToPrompt()``) equals ``workflows/api/<name>.json``.
+* the editor's own "Export (API)" (``app.graphToPrompt()``) equals ``example_workflows/api/<name>.json``.
 
 The loaded quick-start graph is saved as ``tests/artifacts/quickstart_graph.png`` and copied to
 ``docs/images/quickstart_graph.png`` (the README's picture).
@@ -17,11 +17,12 @@ The loaded quick-start graph is saved as ``tests/artifacts/quickstart_graph.png`
 import json
 import shutil
 import time
-import urllib.request
 from typing import Any
 
 import pytest
 from e2e.conftest import API_DIR, PACK_DIR_NAME, ROOT, WORKFLOWS_DIR
+
+from browser.conftest import open_editor
 
 
 pytestmark = pytest.mark.browser
@@ -33,22 +34,6 @@ README_IMAGE = ROOT / "docs" / "images" / "quickstart_graph.png"
 # The SODA stages every shared workflow must show; each file's other SODA node types are expected as well.
 CORE_SODA_TYPES = {"SODAProfileSensitivity", "SODAPlanSchedule", "SODAModelPatch", "SODACompareImages"}
 MISSING_MODELS_HEADER = "Missing Models"
-APP_READY_TIMEOUT_S = 120.0
-# Editor settings for a quiet, legible session: no first-run template browser, no workflow restored from the previous
-# page load, no minimap or FPS overlay, full node detail at any zoom (for the screenshot), and the load-time checks
-# and warnings that this test relies on switched on.
-SETTINGS = {
-    "Comfy.TutorialCompleted": True,
-    "Comfy.Workflow.Persist": False,
-    "Comfy.Minimap.Visible": False,
-    "Comfy.Graph.CanvasInfo": False,
-    "LiteGraph.Canvas.MinFontSizeForLOD": 0,
-    "Comfy.Validation.Workflows": True,
-    "Comfy.Workflow.ShowMissingNodesWarning": True,
-    "Comfy.Workflow.ShowMissingModelsWarning": True,
-}
-LOCAL_STORAGE = {"vueNodesBannerDismissed": "true"}  # the "Introducing Nodes 2.0" banner
-
 LOAD_SCRIPT = """
 const [url, done] = arguments;
 const app = window.app;
@@ -87,42 +72,6 @@ const frames = () => new Promise((resolve) => requestAnimationFrame(() => reques
 """
 
 
-def post_setting(server_url: str, key: str, value: Any) -> None:
-    request = urllib.request.Request(
-        f"{server_url}/api/settings/{key}",
-        data=json.dumps(value).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30):
-        pass
-
-
-def open_editor(browser: Any, server_url: str) -> None:
-    """Navigate to the editor and wait until the app is mounted and its node definitions are registered."""
-    browser.get(server_url + "/")
-    deadline = time.monotonic() + APP_READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if browser.execute_script(
-            "return !!(window.app && window.app.vueAppReady && window.app.graph && window.LiteGraph"
-            " && LiteGraph.registered_node_types && LiteGraph.registered_node_types.KSampler)"
-        ):
-            return
-        time.sleep(0.25)
-    pytest.fail(f"the ComfyUI editor at {server_url} was not ready after {APP_READY_TIMEOUT_S:.0f} s")
-
-
-@pytest.fixture(scope="module")
-def editor(browser: Any, comfy_server: Any) -> Any:
-    """The browser on the server's editor, with quiet settings; each test reloads the page for a clean state."""
-    for key, value in SETTINGS.items():
-        post_setting(comfy_server.url, key, value)
-    open_editor(browser, comfy_server.url)
-    for key, value in LOCAL_STORAGE.items():
-        browser.execute_script("localStorage.setItem(arguments[0], arguments[1])", key, value)
-    return browser
-
-
 def load_workflow(editor: Any, server_url: str, name: str) -> dict[str, Any]:
     open_editor(editor, server_url)
     url = f"/api/workflow_templates/{PACK_DIR_NAME}/{name}.json"
@@ -154,7 +103,7 @@ def test_frontend_loads_workflow(name: str, editor: Any, comfy_server: Any) -> N
     started = time.monotonic()
     result = load_workflow(editor, comfy_server.url, name)
     load_seconds = time.monotonic() - started
-    assert result["workflow"] == expected, "the template route serves another file than workflows/{name}.json"
+    assert result["workflow"] == expected, f"the template route serves another file than example_workflows/{name}.json"
 
     # Dialogs: never a missing-node or error dialog; missing models only as declared by the workflow.
     assert result["seen"]["missingNodes"] is None, f"missing-node dialog: {result['seen']['missingNodes']}"

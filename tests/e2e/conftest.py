@@ -18,13 +18,12 @@ import pytest
 
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKFLOWS_DIR = ROOT / "workflows"  # UI format; the API twins are in WORKFLOWS_DIR / "api"
-API_DIR = WORKFLOWS_DIR / "api"
 PACK_MARKERS = ("comfyui-soda", "comfyui_soda")
 LOAD_ERROR_MARKERS = ("IMPORT FAILED", "Cannot import", "Error while calling comfy_entrypoint", "could not be loaded")
 
 
 import comfy_server as comfy_server_lib  # noqa: E402  (scripts/ is on sys.path, see tests/conftest.py)
+from workflow_builder import API_DIR, THUMBNAIL_SUFFIX, WORKFLOWS_DIR  # noqa: E402, F401  (example_workflows/, api/)
 
 
 PACK_DIR_NAME = comfy_server_lib.PACK_DIR_NAME  # the pack's folder name under custom_nodes/

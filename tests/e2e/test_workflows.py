@@ -5,18 +5,20 @@ A workflow "needs absent weights" when one of its combo inputs names a model fil
 flux1-dev.safetensors here); such workflows are validated against /object_info instead of queued.
 """
 
+import io
 import json
 import math
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from e2e.conftest import API_DIR, PACK_DIR_NAME, ROOT, WORKFLOWS_DIR
+from e2e.conftest import API_DIR, PACK_DIR_NAME, ROOT, THUMBNAIL_SUFFIX, WORKFLOWS_DIR
 
 
 pytestmark = pytest.mark.e2e
@@ -132,6 +134,34 @@ def test_every_ui_workflow_is_listed_and_served_as_template(comfy_server: Any) -
         assert served == json.loads((WORKFLOWS_DIR / f"{name}.json").read_text()), f"{name}.json served differently"
 
 
+def test_every_template_has_a_thumbnail_served_beside_it(comfy_server: Any) -> None:
+    from PIL import Image
+
+    for name in UI_WORKFLOWS:
+        url = f"{comfy_server.url}/api/workflow_templates/{PACK_DIR_NAME}/{name}{THUMBNAIL_SUFFIX}"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            data = response.read()
+        assert data == (WORKFLOWS_DIR / f"{name}{THUMBNAIL_SUFFIX}").read_bytes(), f"{url} serves another file"
+        image = Image.open(io.BytesIO(data))
+        assert image.format == "JPEG", (
+            f"{name}{THUMBNAIL_SUFFIX} is {image.format}, the template browser asks for JPEG"
+        )
+        assert image.width == image.height and 256 <= image.width <= 1024, f"{name}: thumbnail {image.size}"
+        assert len(data) < 200 * 1024, f"{name}: thumbnail of {len(data) // 1024} KiB (keep it under 200 KiB)"
+
+
+def test_every_ui_workflow_has_a_one_line_description() -> None:
+    for name in UI_WORKFLOWS:
+        workflow = json.loads((WORKFLOWS_DIR / f"{name}.json").read_text())
+        description = (workflow.get("extra") or {}).get("description")
+        assert isinstance(description, str) and description.strip() and "\n" not in description, name
+        assert len(description) <= 120, f"{name}: description of {len(description)} characters is not one short line"
+        notes = [node for node in workflow["nodes"] if node["type"] == "Note"]
+        assert notes and notes[0]["widgets_values"][0].startswith(description + "\n"), (
+            f"{name}: Note does not open with it"
+        )
+
+
 def test_every_ui_workflow_has_an_api_twin() -> None:
     assert UI_WORKFLOWS == API_WORKFLOWS, f"UI workflows {UI_WORKFLOWS} vs API workflows {API_WORKFLOWS}"
 
@@ -144,7 +174,7 @@ def test_api_workflow_is_valid(name: str, object_info: dict[str, Any]) -> None:
     for title in (*REQUIRED_TITLES, COMPARE_TITLE):
         if titles.count(title) != 1:
             problems.append(f"{titles.count(title)} nodes titled {title!r} (scripts/demo.py needs exactly one)")
-    assert not problems, f"workflows/api/{name}.json:\n" + "\n".join(problems)
+    assert not problems, f"{API_DIR.relative_to(ROOT)}/{name}.json:\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize("name", API_WORKFLOWS)

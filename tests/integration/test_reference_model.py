@@ -237,7 +237,13 @@ def test_compare_node_matches_soda_core(comfy, fidelity) -> None:  # type: ignor
     ui = out.ui["soda_metrics"][0]
     assert ui["max_abs"] == metrics.max_abs_error(reference, candidate)
     assert ui["rel_l2"] == metrics.relative_l2(reference, candidate)
-    assert out.ui["text"] == [report] and "PSNR" in report
+    assert out.ui["text"] == [report]
+    assert report.splitlines() == [
+        f"- PSNR: {psnr_value:.2f} dB (higher is closer)",
+        f"- SSIM: {ssim_value:.4f} (1 = identical)",
+        f"- largest pixel difference: {ui['max_abs']:.3g} (pixel values 0 to 1)",
+        "- compared: 1 image of 32 x 32 pixels",
+    ]
 
 
 def test_compare_node_ui_is_json_safe_and_reaches_history(comfy, fidelity) -> None:  # type: ignore[no-untyped-def]
@@ -250,7 +256,7 @@ def test_compare_node_ui_is_json_safe_and_reaches_history(comfy, fidelity) -> No
     record = json.loads(json.dumps(ui, allow_nan=False))
     assert record["soda_metrics"][0]["psnr"] is None and record["soda_metrics"][0]["identical"] is True
     assert "infinite" in record["soda_metrics"][0]["note"]
-    assert record["text"][0].splitlines()[1] == "PSNR: inf dB (identical images)"
+    assert record["text"][0].splitlines()[0] == "- PSNR: inf (the images are identical)"
 
 
 def test_compare_node_rejects_different_shapes(fidelity) -> None:  # type: ignore[no-untyped-def]

@@ -105,3 +105,50 @@ def test_frechet_distance_refuses_mismatched_shapes() -> None:
 
     with pytest.raises(ValueError, match=r"means \(D,\) and covariances \(D, D\)"):
         frechet_distance(torch.zeros(3), torch.eye(3), torch.zeros(2), torch.eye(2))
+
+
+# --- against scikit-image (a development requirement, scripts/setup_env.sh) -------------------------------------------
+# skimage.metrics with the settings of Wang et al. 2004, which soda_core.metrics implements: Gaussian weights
+# (sigma 1.5, truncated at 3.5 sigma, i.e. an 11x11 window), population covariances, data range 1; its SSIM map is
+# cropped by the window radius, which equals our valid convolution. Both run in float64, so they agree to round-off.
+SKIMAGE_TOLERANCE = 1e-9  # absolute, in dB for PSNR and in SSIM units (measured: at most 3e-14)
+
+
+def _skimage_pairs() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Reference/candidate batches [B, H, W, C] of different kinds: noise, smooth images, shifts, odd sizes, grey."""
+    generator = torch.Generator().manual_seed(7)
+    noise = _image(10, (3, 40, 33, 3))
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 64), indexing="ij")
+    smooth = torch.stack([torch.sin(6 * xs) * 0.4 + 0.5, ys, (xs + ys) / 2], dim=-1).unsqueeze(0)  # (1, 48, 64, 3)
+    grey = _image(11, (2, 16, 16, 1))
+    return [
+        ("uniform noise, light noise", noise, _noisy(noise, 0.02, seed=12)),
+        ("uniform noise, heavy noise", noise, _noisy(noise, 0.3, seed=13)),
+        ("smooth image, shifted by 2 px", smooth, torch.roll(smooth, shifts=2, dims=2)),
+        ("smooth image, brighter", smooth, (smooth * 1.1 + 0.02).clamp(0, 1)),
+        ("smooth image, noisy", smooth, _noisy(smooth, 0.05, seed=14)),
+        ("one channel, minimum size 11", grey[:, :11, :13], torch.rand((2, 11, 13, 1), generator=generator)),
+        ("one channel, 16x16", grey, _noisy(grey, 0.1, seed=15)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reference", "candidate"), [pytest.param(ref, img, id=case) for case, ref, img in _skimage_pairs()]
+)
+def test_psnr_and_ssim_match_scikit_image(reference: torch.Tensor, candidate: torch.Tensor) -> None:
+    import numpy as np
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    ref = reference.to(torch.float64).numpy()
+    img = candidate.to(torch.float64).numpy()
+    expected_psnr = peak_signal_noise_ratio(ref, img, data_range=1.0)
+    expected_ssim = np.mean(
+        [
+            structural_similarity(
+                r, c, data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+            )
+            for r, c in zip(ref, img)
+        ]
+    )
+    assert psnr(reference, candidate) == pytest.approx(expected_psnr, abs=SKIMAGE_TOLERANCE)
+    assert ssim(reference, candidate) == pytest.approx(float(expected_ssim), abs=SKIMAGE_TOLERANCE)
