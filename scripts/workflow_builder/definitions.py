@@ -68,10 +68,9 @@ seed.
 Profiling samples once and measures every module at every step, so it takes longer than a plain sampling run. Keep \
 the model, prompt, size and sampler settings unchanged and ComfyUI keeps the profile: change target_speedup and queue again. "Save SODA Profile" stores a profile to reuse in later sessions.
 
-Memory: profiling keeps the last max_distance (8) outputs of every attention and MLP module in system RAM. At \
-1024x1024 that is about 25 GB, so memory_limit_mb is raised to 28000 here. With less free RAM, lower max_distance \
-on Profile Sensitivity (4 needs about half). Above the limit, profiling stops with a message at its first step \
-instead of running out of memory.
+Memory: profiling keeps a 64-number sketch of each token of the last max_distance (8) outputs of every attention \
+and MLP module: about 1.1 GB at 1024x1024, within the default memory_limit_mb. Above the limit, profiling stops \
+with a message before sampling instead of running out of memory.
 """
 
 QUICKSTART_LABELS = " ".join(["0-9"] * 10)  # ten of each digit: a batch large enough for SODA to pay off on a CPU
@@ -222,7 +221,6 @@ def flux_dev() -> Workflow:
         latent=("latent", "LATENT"),
         decoder="VAEDecode",
         decoder_links={"vae": ("vae", "VAE")},
-        profile_widgets={"memory_limit_mb": 28000.0},
     )
     return soda_workflow("soda_flux_dev", FLUX_DEV_DESCRIPTION, FLUX_DEV_NOTE, inputs)  # thumbnail: the graph
 
