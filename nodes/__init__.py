@@ -2,10 +2,10 @@
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import fidelity, profile_files, reference_model, soda
+from . import accelerate, fidelity, profile_files, reference_model, soda
 
 
-NODE_MODULES = (soda, profile_files, reference_model, fidelity)
+NODE_MODULES = (accelerate, soda, profile_files, reference_model, fidelity)
 
 
 class SodaExtension(ComfyExtension):

@@ -26,7 +26,8 @@ import torch
 from ..soda_core.adapters import ServedModel, serve
 from ..soda_core.adapters.patterns import program_for
 from ..soda_core.layout import Granularity
-from ..soda_core.runtime import CostBook, RunReport, SodaRun, StepObserver
+from ..soda_core.policy import FixedPolicy, RunContext, RunPolicy
+from ..soda_core.runtime import CostBook, RunReport, SodaRun
 from ..soda_core.schedule import Schedule
 from ..soda_core.seams import AttentionSeam, BlockSeam, RunSlot, Shared, TapSeam
 from ..soda_core.tokens import TokenScore
@@ -60,22 +61,27 @@ def prepare(model: comfy.model_patcher.ModelPatcher, granularity: Granularity = 
 
 @dataclass(eq=False)
 class SodaHook(Shared):
-    """What a patched model carries: how to make the schedule and observer of each run, and what runs reported.
-    Shared by every clone of the patched model (ComfyUI deep-copies model options when it clones)."""
+    """What a patched model carries: the policy that sets up each run, and what runs reported. Shared by every
+    clone of the patched model (ComfyUI deep-copies model options when it clones)."""
 
     served: ServedModel
-    schedule_for: Callable[[torch.Tensor], Schedule]
+    policy: RunPolicy
     score: TokenScore = TokenScore.MEAN
-    observer_for: Callable[[torch.Tensor], StepObserver | None] = lambda sigmas: None
-    on_finish: Callable[[SodaRun], None] | None = None
     reports: deque[RunReport] = field(default_factory=lambda: deque(maxlen=REPORTS_KEPT))
     slot: RunSlot = field(default_factory=RunSlot)
     costs: CostBook = field(default_factory=CostBook)
 
-    def start(self, sigmas: torch.Tensor) -> SodaRun:
-        schedule = self.schedule_for(sigmas)
+    def start(self, context: RunContext) -> tuple[SodaRun, str]:
+        setup = self.policy.begin(context)
         where = f"ComfyUI {comfy_version()}"
-        return SodaRun(self.served, schedule, self.score, self.observer_for(sigmas), self.costs, where)
+        return SodaRun(self.served, setup.schedule, self.score, setup.observer, self.costs, where), setup.message
+
+
+def planned(served: ServedModel, schedule_for: Callable[[torch.Tensor], Schedule], **kwargs: Any) -> SodaHook:
+    """A hook whose runs follow ``schedule_for(sigmas)`` (``kwargs``: ``score``; ``observer_for``, ``on_finish``
+    of ``FixedPolicy``)."""
+    score = kwargs.pop("score", TokenScore.MEAN)
+    return SodaHook(served, FixedPolicy(schedule_for, **kwargs), score)
 
 
 def _own_forward(module: torch.nn.Module) -> Callable[..., Any]:
@@ -106,21 +112,53 @@ def install(model: comfy.model_patcher.ModelPatcher, hook: SodaHook) -> None:
             model.add_object_patch(f"{prefix}.{path}.forward", TapSeam(hook.slot, index, tap, _own_forward(submodule)))
 
 
+def sampler_name(sampler: Any) -> str:
+    """The name of a ComfyUI sampler object (KSAMPLER wraps a ``sample_<name>`` function)."""
+    function = getattr(sampler, "sampler_function", None)
+    function = getattr(function, "func", function)  # functools.partial
+    name = getattr(function, "__name__", None) or type(sampler).__name__
+    return name.removeprefix("sample_")
+
+
+def run_context(guider: Any, args: tuple[Any, ...]) -> RunContext:
+    """What the sampling run that ``CFGGuider.outer_sample(noise, latent_image, sampler, sigmas, ...)`` starts does."""
+    latent, sampler, sigmas = args[1], args[2], args[3]
+    cfg = float(getattr(guider, "cfg", 1.0))
+    return RunContext(sigmas.detach().double().cpu(), sampler_name(sampler), tuple(latent.shape), cfg)
+
+
+def show(text: str) -> None:
+    """Show ``text`` on the node that is executing (the sampler), where ComfyUI shows a node's progress text."""
+    if not text:
+        return
+    logger.info("%s", text)
+    try:
+        from comfy_execution.utils import get_executing_context
+        from server import PromptServer
+    except ImportError:
+        return
+    context, server = get_executing_context(), getattr(PromptServer, "instance", None)
+    if context is not None and server is not None:
+        server.send_progress_text(text, context.node_id)
+
+
 def _outer_sample(executor: Any, *args: Any, **kwargs: Any) -> Any:
     guider = executor.class_obj
     hook: SodaHook = guider.model_options["transformer_options"][OPTIONS_KEY]
-    sigmas = args[3]  # CFGGuider.outer_sample(noise, latent_image, sampler, sigmas, ...)
-    run = hook.start(sigmas.detach().double().cpu())
+    run, message = hook.start(run_context(guider, args))
+    show(message)
     outer, hook.slot.run = hook.slot.run, run
+    completed = False
     try:
-        return executor(*args, **kwargs)
+        out = executor(*args, **kwargs)
+        completed = True
+        return out
     finally:
         hook.slot.run = outer
-        if hook.on_finish is not None:
-            hook.on_finish(run)
         report = run.finish()
         hook.reports.append(report)
         logger.info("SODA: %s", report.summary())
+        show(hook.policy.end(run, completed))
 
 
 def _name(value: Any) -> str:

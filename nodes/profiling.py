@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import comfy.model_management
@@ -16,11 +15,10 @@ import latent_preview
 import torch
 
 from ..soda_core.adapters import ServedModel
-from ..soda_core.layout import Granularity, ModelLayout
+from ..soda_core.layout import Granularity
+from ..soda_core.policy import ProfilingSession
 from ..soda_core.profile import SensitivityProfile
-from ..soda_core.profiler import ProfileConfig, SensitivityRecorder, check_memory
-from ..soda_core.runtime import SodaRun
-from ..soda_core.schedule import Schedule
+from ..soda_core.profiler import ProfileConfig, check_memory
 from .patching import SodaHook, comfy_version, install, prepare
 
 
@@ -40,23 +38,6 @@ class SamplingSettings:
     runs: int = 1  # calibration runs, seeds seed, seed+1, ...
 
 
-@dataclass
-class _Collector:
-    layout: ModelLayout
-    config: ProfileConfig
-    recorder: SensitivityRecorder | None = None
-    sigmas: torch.Tensor | None = None
-    runs: list[SodaRun] = field(default_factory=list)
-
-    def observer_for(self, sigmas: torch.Tensor) -> Any:
-        if self.recorder is None:
-            self.recorder, self.sigmas = SensitivityRecorder(self.layout, sigmas.numel() - 1, self.config), sigmas
-        elif self.sigmas is None or not torch.equal(self.sigmas, sigmas):
-            raise RuntimeError("SODA profiling: calibration runs sampled on different sigmas.")
-        self.recorder.new_run()
-        return self.recorder.observe
-
-
 def profile_model(
     model: comfy.model_patcher.ModelPatcher,
     positive: Any,
@@ -74,15 +55,9 @@ def profile_model(
         config = ProfileConfig(**{**config.__dict__, "measure_pruning": False})
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     _check_memory_before(model, served, config, latent_image, (positive, negative), settings)
-    collector = _Collector(layout, config)
+    session = ProfilingSession(layout, config)
     clone = model.clone()
-    hook = SodaHook(
-        served,
-        lambda sigmas: Schedule.full_compute(layout, sigmas),
-        score=config.score,
-        observer_for=collector.observer_for,
-        on_finish=collector.runs.append,
-    )
+    hook = SodaHook(served, session, config.score)
     install(clone, hook)
     total = settings.steps * settings.runs
     progress = comfy.utils.ProgressBar(total)
@@ -112,9 +87,6 @@ def profile_model(
             disable_pbar=True,
             seed=settings.seed + run,
         )
-    if collector.recorder is None or collector.sigmas is None or not collector.runs:
-        raise RuntimeError("SODA profiling: sampling finished without calling the model.")
-    last = collector.runs[-1]
     meta = {
         "model_family": served.family.name,
         "model_class": type(diffusion_model).__name__,
@@ -127,24 +99,9 @@ def profile_model(
         "cfg": settings.cfg,
         "calibration_runs": settings.runs,
         "latent_shape": list(latent_image.shape),
-        "image_tokens": last.tokens.image,
-        "text_tokens": last.tokens.text,
         "seconds": round(sum(r.seconds for r in hook.reports), 3),
     }
-    profile = collector.recorder.result(collector.sigmas, last.flop_model(), meta)
-    return only_prunable(profile, last.prunable()), {**latent, "samples": samples}
-
-
-def only_prunable(profile: SensitivityProfile, cells: set[tuple[int, str]]) -> SensitivityProfile:
-    """The profile with E_p = inf (never recompute selected tokens) wherever the served program cannot."""
-    if not profile.has_prune_error:
-        return profile
-    prune = profile.prune_error.clone()
-    for layer in range(profile.layout.num_layers):
-        for m, module in enumerate(profile.layout.modules):
-            if (layer, module) not in cells:
-                prune[:, layer, m] = float("inf")
-    return dataclasses.replace(profile, prune_error=prune)
+    return session.profile(meta), {**latent, "samples": samples}
 
 
 def _check_memory_before(

@@ -13,7 +13,7 @@ from ..soda_core.profiler import ProfileConfig
 from ..soda_core.tokens import TokenScore
 from ..soda_core.validation import check_denoise, check_ratio_bounds
 from .inputs import SodaNode, checked, known
-from .patching import SodaHook, install, prepare
+from .patching import install, planned, prepare
 from .plots import schedule_plot, sensitivity_heatmap
 from .profiling import SamplingSettings, profile_model
 
@@ -377,7 +377,7 @@ class SODAModelPatch(SodaNode):
         served = prepare(model, granularity_of(schedule.profile))
         check_layout(schedule.profile.layout, served.layout, "schedule")
         patched = model.clone()
-        hook = SodaHook(served, lambda sigmas: schedule_for(schedule, sigmas), score=score_of(schedule.profile))
+        hook = planned(served, lambda sigmas: schedule_for(schedule, sigmas), score=score_of(schedule.profile))
         install(patched, hook)
         return io.NodeOutput(patched)
 

@@ -68,10 +68,21 @@ class RunReport:
     full_modules: int = 0
     cache_misses: int = 0
     notes: list[str] = field(default_factory=list)
+    anchors: tuple[int, ...] = ()
+    step_seconds: list[float] = field(default_factory=list)  # wall time from each step's first model call on
 
     @property
     def flops_ratio(self) -> float:
         return self.full_flops / self.flops if self.flops else 1.0
+
+    def measured_speedup(self) -> float:
+        """Wall-time speed-up against this run's own full steps: ``steps x (mean time of a full step) / time of all
+        steps`` (a full step that fills the cache costs a little more than an unpatched one: a lower bound)."""
+        timed = [self.step_seconds[a] for a in self.anchors if a < len(self.step_seconds) and self.step_seconds[a] > 0]
+        total = sum(self.step_seconds)
+        if not timed or total <= 0:
+            return 1.0
+        return self.steps * (sum(timed) / len(timed)) / total
 
     def summary(self) -> str:
         return (
@@ -125,7 +136,13 @@ class SodaRun:
         self._sigmas = schedule.sigmas.tolist()
         self._distance = [schedule.distance(t) for t in range(schedule.steps)]
         self._records = [schedule.needs_cache_after(t) for t in range(schedule.steps)]
-        self.report = RunReport(steps=schedule.steps, full_steps=len(schedule.anchors))
+        self.report = RunReport(
+            steps=schedule.steps,
+            full_steps=len(schedule.anchors),
+            anchors=schedule.anchors,
+            step_seconds=[0.0] * schedule.steps,
+        )
+        self._clock: tuple[int, float] | None = None  # (step, time) of the last model call
         self._caches: dict[Hashable, dict[int, Cache]] = {}
         self._seen: dict[Hashable, int] = {}  # calls of one identity in the current step
         self._seen_step = -1
@@ -149,6 +166,7 @@ class SodaRun:
         """A model call starts: its step, its cache identity and its token counts. ``rows`` is ComfyUI's
         ``cond_or_uncond`` (CFG chunks of the batch), ``computes`` what else tells calls apart (see the module)."""
         step = step_of_sigma(self._sigmas, sigma)
+        self._tick(step)
         if step != self._seen_step:
             self._seen, self._seen_step = {}, step
         identity = (tuple(rows), int(x.shape[0]), computes)
@@ -263,7 +281,16 @@ class SodaRun:
         step, program = active
         return program.attention(step, AttentionCall(func, args, kwargs))
 
+    def _tick(self, step: int | None) -> None:
+        """Attribute the wall time since the last model call to that call's step."""
+        now = time.perf_counter()
+        if self._clock is not None:
+            last, since = self._clock
+            self.report.step_seconds[last] += now - since
+        self._clock = (step, now) if step is not None else None
+
     def finish(self) -> RunReport:
+        self._tick(None)
         report = self.report
         report.seconds = time.perf_counter() - self._started
         report.flops, report.full_flops = self.ledger.flops, self.ledger.full_flops

@@ -90,7 +90,7 @@ def check_ratio_bounds(where: str, ratio_min: float, ratio_max: float) -> None:
         )
 
 
-def check_filename_prefix(where: str, prefix: object, folder: str) -> None:
+def check_filename_prefix(where: str, prefix: object, folder: str, name: str = "filename_prefix") -> None:
     """A file-name prefix relative to ``folder``: ``name`` or ``sub/dir/name``.
 
     Refused: empty names (which would write a hidden ``._00001_.safetensors``) and names ending in a separator,
@@ -99,36 +99,33 @@ def check_filename_prefix(where: str, prefix: object, folder: str) -> None:
     """
     fix = f"use a name such as 'flux-dev_euler_20' or 'soda/flux-dev_euler_20' (a path inside {folder})."
     if not isinstance(prefix, str) or not prefix.strip():
-        raise ValueError(
-            f"{where}: filename_prefix={prefix!r} is empty; expected a file name for the profile. Fix: {fix}"
-        )
+        raise ValueError(f"{where}: {name}={prefix!r} is empty; expected a file name for the profile. Fix: {fix}")
     bad = sorted({repr(c) for c in prefix if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")})
     if bad:
         raise ValueError(
-            f"{where}: filename_prefix={prefix[:60]!r} contains the control character(s) {', '.join(bad)}; expected "
+            f"{where}: {name}={prefix[:60]!r} contains the control character(s) {', '.join(bad)}; expected "
             f"printable characters only. Fix: {fix}"
         )
     if len(prefix) > MAX_PREFIX_CHARS:
         raise ValueError(
-            f"{where}: filename_prefix is {len(prefix)} characters long; expected at most {MAX_PREFIX_CHARS}. "
-            f"Fix: {fix}"
+            f"{where}: {name} is {len(prefix)} characters long; expected at most {MAX_PREFIX_CHARS}. Fix: {fix}"
         )
     unified = prefix.replace("\\", "/")
     windows = PureWindowsPath(prefix)
     if unified.startswith("/") or windows.drive or windows.root or os.path.isabs(prefix):
         raise ValueError(
-            f"{where}: filename_prefix={prefix!r} is an absolute path; profiles are saved inside {folder}, so "
+            f"{where}: {name}={prefix!r} is an absolute path; profiles are saved inside {folder}, so "
             f"expected a relative name. Fix: {fix}"
         )
     parts = unified.split("/")
     if any(part.strip() in ("..", ".") for part in parts) or not parts[-1].strip():
         raise ValueError(
-            f"{where}: filename_prefix={prefix!r} leaves {folder} or names no file (it ends in a separator, or has "
+            f"{where}: {name}={prefix!r} leaves {folder} or names no file (it ends in a separator, or has "
             f"a '.' or '..' part); expected a file name inside {folder}. Fix: {fix}"
         )
     longest = max(len(part.encode("utf-8")) for part in parts[:-1] + [parts[-1] + SAVE_SUFFIX])
     if longest > MAX_NAME_BYTES:
         raise ValueError(
-            f"{where}: filename_prefix={prefix[:40]!r}... has a part of {longest} bytes with the file number and "
+            f"{where}: {name}={prefix[:40]!r}... has a part of {longest} bytes with the file number and "
             f"suffix; file systems allow {MAX_NAME_BYTES}. Fix: shorten it, e.g. {fix[4:]}"
         )

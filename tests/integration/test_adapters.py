@@ -19,13 +19,13 @@ pytestmark = pytest.mark.integration
 def flux_calls(comfy):
     """A SODA-patched tiny Flux and the inputs of its first double and single block during real sampling (2 samples,
     6 text + 64 image tokens each)."""
-    from comfyui_soda.nodes.patching import SodaHook, install, prepare
+    from comfyui_soda.nodes.patching import install, planned, prepare
     from comfyui_soda.soda_core.schedule import Schedule
 
     patcher = tiny_flux()
     served = prepare(patcher)
     patched = patcher.clone()
-    hook = SodaHook(served, lambda sigmas: Schedule.full_compute(served.layout, sigmas))
+    hook = planned(served, lambda sigmas: Schedule.full_compute(served.layout, sigmas))
     install(patched, hook)
     model = patcher.model.diffusion_model
     captured = {}

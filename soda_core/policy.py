@@ -1,0 +1,114 @@
+"""What a patched model does in each sampling run: which schedule it samples with and whether it records a profile.
+
+A run starts with a ``RunContext`` (what ComfyUI's sampler is about to do) and a ``RunPolicy`` answers with a
+``RunSetup``; when the run ends (completed, interrupted or failed) the policy hears about it. Three policies serve
+the pack's nodes: ``FixedPolicy`` (SODA Model Patch: a plan, re-planned by sigma where the plan allows),
+``ProfilingSession`` (Profile Sensitivity: full compute while recording) and ``auto.AutoPolicy`` (SODA Accelerate:
+profile the first run of a setting, accelerate the next ones).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from .layout import ModelLayout
+from .profile import SensitivityProfile
+from .profiler import ProfileConfig, SensitivityRecorder
+from .runtime import SodaRun, StepObserver
+from .schedule import Schedule
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """A sampling run about to start."""
+
+    sigmas: torch.Tensor  # (T+1,) float64 on the CPU
+    sampler: str = "unknown"  # the sampler's name (e.g. "euler")
+    latent_shape: tuple[int, ...] = ()  # (B, C, *dims)
+    cfg: float = 1.0
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    schedule: Schedule
+    observer: StepObserver | None = None
+    message: str = ""  # what the user should see about this run (shown where ComfyUI shows a node's progress)
+
+
+class RunPolicy(Protocol):
+    def begin(self, context: RunContext) -> RunSetup: ...
+
+    def end(self, run: SodaRun, completed: bool) -> str:
+        """The run ended; returns what the user should see about it ("" for nothing)."""
+        ...
+
+
+@dataclass
+class FixedPolicy:
+    """Every run samples with ``schedule_for(sigmas)`` (and ``observer_for``'s observer, if any)."""
+
+    schedule_for: Callable[[torch.Tensor], Schedule]
+    observer_for: Callable[[torch.Tensor], StepObserver | None] = lambda sigmas: None
+    on_finish: Callable[[SodaRun], None] | None = None
+
+    def begin(self, context: RunContext) -> RunSetup:
+        return RunSetup(self.schedule_for(context.sigmas), self.observer_for(context.sigmas))
+
+    def end(self, run: SodaRun, completed: bool) -> str:
+        if self.on_finish is not None:
+            self.on_finish(run)
+        return ""
+
+
+@dataclass
+class ProfilingSession:
+    """Records a profile over one or more full-compute runs on one sigma grid (calibration runs)."""
+
+    layout: ModelLayout
+    config: ProfileConfig
+    recorder: SensitivityRecorder | None = None
+    sigmas: torch.Tensor | None = None
+    runs: list[SodaRun] = field(default_factory=list)
+
+    def begin(self, context: RunContext) -> RunSetup:
+        sigmas = context.sigmas
+        if self.recorder is None:
+            self.recorder, self.sigmas = SensitivityRecorder(self.layout, sigmas.numel() - 1, self.config), sigmas
+        elif self.sigmas is None or not torch.equal(self.sigmas, sigmas):
+            raise RuntimeError("SODA profiling: calibration runs sampled on different sigmas.")
+        self.recorder.new_run()
+        return RunSetup(Schedule.full_compute(self.layout, sigmas), self.recorder.observe)
+
+    def end(self, run: SodaRun, completed: bool) -> str:
+        if completed:
+            self.runs.append(run)
+        return ""
+
+    def profile(self, meta: dict[str, Any]) -> SensitivityProfile:
+        """The profile of the completed runs (the last run's shapes and FLOPs)."""
+        if self.recorder is None or self.sigmas is None or not self.runs:
+            raise RuntimeError(
+                "SODA profiling: sampling finished without calling the model (another cache node, such as "
+                "EasyCache, may have skipped the model calls profiling needs)."
+            )
+        last = self.runs[-1]
+        meta = {**meta, "image_tokens": last.tokens.image, "text_tokens": last.tokens.text}
+        profile = self.recorder.result(self.sigmas, last.flop_model(), meta)
+        return only_prunable(profile, last.prunable())
+
+
+def only_prunable(profile: SensitivityProfile, cells: set[tuple[int, str]]) -> SensitivityProfile:
+    """The profile with E_p = inf (never recompute selected tokens) wherever the served program cannot."""
+    if not profile.has_prune_error:
+        return profile
+    prune = profile.prune_error.clone()
+    for layer in range(profile.layout.num_layers):
+        for m, module in enumerate(profile.layout.modules):
+            if (layer, module) not in cells:
+                prune[:, layer, m] = float("inf")
+    return dataclasses.replace(profile, prune_error=prune)
