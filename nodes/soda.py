@@ -5,15 +5,16 @@ from __future__ import annotations
 import comfy.samplers
 from comfy_api.latest import io
 
-from ..soda_core.api import FixedSchedule, Plan, ReplanRecipe, describe_plan, plan_schedule, schedule_for
+from ..soda_core.api import FixedSchedule, Plan, ReplanRecipe, describe_plan, plan_schedule
 from ..soda_core.layout import Granularity, check_layout
 from ..soda_core.planner import PlanConfig
+from ..soda_core.policy import PlanPolicy
 from ..soda_core.profile import SensitivityProfile
 from ..soda_core.profiler import ProfileConfig
 from ..soda_core.tokens import TokenScore
 from ..soda_core.validation import check_denoise, check_ratio_bounds
 from .inputs import SodaNode, checked, known
-from .patching import install, planned, prepare
+from .patching import SodaHook, install, prepare
 from .plots import schedule_plot, sensitivity_heatmap
 from .profiling import SamplingSettings, profile_model
 
@@ -377,7 +378,7 @@ class SODAModelPatch(SodaNode):
         served = prepare(model, granularity_of(schedule.profile))
         check_layout(schedule.profile.layout, served.layout, "schedule")
         patched = model.clone()
-        hook = planned(served, lambda sigmas: schedule_for(schedule, sigmas), score=score_of(schedule.profile))
+        hook = SodaHook(served, PlanPolicy(schedule), score_of(schedule.profile))
         install(patched, hook)
         return io.NodeOutput(patched)
 
