@@ -44,6 +44,7 @@ class Out:
     streams: tuple[str, ...]
     tokenwise: bool = False  # acts on each token on its own (MLP, linear): it can be run on selected tokens
     optional: bool = False  # absent in some blocks of this kind (e.g. SD3's last context block)
+    packed: bool = False  # returns its one output in a 1-tuple, ``(out,)`` (HunyuanDiT's attention modules)
 
 
 @dataclass(frozen=True)

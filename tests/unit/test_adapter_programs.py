@@ -8,8 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from comfyui_soda.soda_core.adapters.spec import BlockSpec, Role
-from comfyui_soda.soda_core.adapters.step import BlockCall
+from comfyui_soda.soda_core.adapters.check import check_program
+from comfyui_soda.soda_core.adapters.patterns import program_for
+from comfyui_soda.soda_core.adapters.spec import BlockSpec, Module, Out, Role, Submodules
+from comfyui_soda.soda_core.adapters.step import BlockCall, BlockStep, stream_layouts
+from comfyui_soda.soda_core.seams import RunSlot, TapSeam
 
 
 def _joint(context: torch.Tensor, x: torch.Tensor, c: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, ...]:
@@ -43,3 +46,83 @@ def test_positional_streams_of_a_forward_that_takes_args():
         BlockSpec("joint_block", "blocks", WRAPPER.streams, WRAPPER.returns), block.forward, (context, x), {"c": c}
     )
     assert unnamed.inputs() == {}  # without ``positional`` the streams are not found
+
+
+class _Run:
+    """Stands in for a sampling run: hands the calls of intercepted submodules to the program that is running."""
+
+    def __init__(self) -> None:
+        self.active: tuple[BlockStep, Any] | None = None
+
+    def tap(self, layer: int, index: int, original: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.active is None:
+            return original(*args, **kwargs)
+        step, program = self.active
+        return program.tap(step, index, original, args, kwargs)
+
+    def run_program(self, program: Any, step: BlockStep, call: BlockCall) -> Any:
+        self.active = (step, program)
+        try:
+            return program.run(step, call)
+        finally:
+            self.active = None
+
+
+def _serve(spec: BlockSpec, block: nn.Module, *args: torch.Tensor) -> tuple[Any, BlockCall, Any, _Run]:
+    """``spec``'s module program on ``block`` with its submodules intercepted (as ``nodes.patching.install`` does),
+    the call ``block(*args)`` and a ``make_step`` for the behavioural check."""
+    program, slot, run = program_for(spec, True), RunSlot(), _Run()
+    slot.run = run  # type: ignore[assignment]
+    for index, (path, _) in enumerate(program.taps):
+        if path in dict(block.named_modules()):
+            submodule = block.get_submodule(path)
+            submodule.forward = TapSeam(slot, 0, index, type(submodule).forward.__get__(submodule))  # type: ignore[method-assign]
+    call = BlockCall(spec, type(block).forward.__get__(block), args, {})
+    tokens = stream_layouts(call, int(args[0].shape[1]), 0)
+
+    def make_step(ratios: dict[str, float], cache: Any, record: bool) -> BlockStep:
+        return BlockStep(0, ratios, cache, tokens, record=record)
+
+    return program, call, make_step, run
+
+
+class PackedAttention(nn.Module):
+    """Mixes tokens and returns its output in a 1-tuple (as HunyuanDiT's attention modules do)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.proj(x).softmax(dim=1),)  # (B, N, C)
+
+
+class PackedBlock(nn.Module):
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.attn, self.mlp = PackedAttention(width), nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x)[0]
+        return x + self.mlp(x)
+
+
+def _packed_spec(packed: bool) -> BlockSpec:
+    modules = (
+        Module("attn", outputs=(Out("attn", ("x",), packed=packed),)),
+        Module("mlp", outputs=(Out("mlp", ("x",), tokenwise=True),)),
+    )
+    return BlockSpec("block", "blocks", {"x": Role.IMAGE}, ("x",), program=Submodules(modules))
+
+
+def test_a_packed_output_is_served_as_the_tuple_its_submodule_returns():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 8)  # two samples: a tensor served for (out,) would index the batch
+    for packed, expected in (
+        (True, ""),
+        (False, "served from its own cache it does not reproduce the block's output"),
+    ):
+        program, call, make_step, run = _serve(_packed_spec(packed), PackedBlock(), x)
+        with torch.no_grad():
+            reason, no_partial = check_program(program, call, make_step, run.run_program)
+        assert (reason, no_partial) == (expected, frozenset())
