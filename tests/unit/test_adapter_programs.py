@@ -126,3 +126,47 @@ def test_a_packed_output_is_served_as_the_tuple_its_submodule_returns():
         with torch.no_grad():
             reason, no_partial = check_program(program, call, make_step, run.run_program)
         assert (reason, no_partial) == (expected, frozenset())
+
+
+class MaybeBlock(nn.Module):
+    """A block kind whose extra MLP only some instances have (as SD3.5's ``attn2`` in its first layers)."""
+
+    def __init__(self, extra: bool, width: int = 8) -> None:
+        super().__init__()
+        self.mlp = nn.Linear(width, width)
+        if extra:
+            self.extra = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "extra"):
+            x = x + self.extra(x)
+        return x + self.mlp(x)
+
+
+MAYBE = BlockSpec(
+    "block",
+    "blocks",
+    {"x": Role.IMAGE},
+    ("x",),
+    program=Submodules(
+        (
+            Module("extra", outputs=(Out("extra", ("x",), tokenwise=True, optional=True),)),
+            Module("mlp", outputs=(Out("mlp", ("x",), tokenwise=True),)),
+        )
+    ),
+)
+
+
+def test_a_module_the_block_does_not_have_is_reused_without_a_cache_miss():
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, 8)
+    for extra in (True, False):
+        program, call, make_step, run = _serve(MAYBE, MaybeBlock(extra), x)
+        with torch.no_grad():
+            assert check_program(program, call, make_step, run.run_program) == ("", frozenset())
+            cache: dict[str, dict[str, torch.Tensor]] = {}
+            reference = run.run_program(program, make_step({"extra": 1.0, "mlp": 1.0}, cache, True), call.cloned())
+            assert set(cache) == {"extra", "mlp"} and bool(cache["extra"]) is extra  # absent: recorded as empty
+            reuse = make_step({"extra": 0.0, "mlp": 0.0}, cache, False)
+            assert program.fits(reuse, call)
+            assert torch.allclose(run.run_program(program, reuse, call.cloned()), reference)

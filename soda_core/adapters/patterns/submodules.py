@@ -72,15 +72,20 @@ class SubmoduleProgram:
             if ratio >= 1.0:
                 continue
             cached = step.cache.get(module)
-            if not cached or any(s not in inputs or t.shape[:2] != inputs[s].shape[:2] for s, t in cached.items()):
+            if cached is None or any(s not in inputs or t.shape[:2] != inputs[s].shape[:2] for s, t in cached.items()):
                 return False
         return True
 
     def run(self, step: BlockStep, call: BlockCall) -> Any:
         out = call.run()  # the block's own forward; the taps act through ``step``
         for module in self.spec.modules:
+            if step.ratios[module.name] <= 0.0:
+                continue
+            if step.record and not any(step.calls[out.path] for out in module.outputs):
+                step.cache[module.name] = {}  # a module this block does not have (optional outputs): nothing to serve
+                continue
             fresh = step.fresh.get(module.name)
-            if not fresh or step.ratios[module.name] <= 0.0:
+            if not fresh:
                 continue
             if step.record:
                 step.cache[module.name] = fresh
