@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from comfyui_soda.soda_core.adapters.check import check_program
-from comfyui_soda.soda_core.adapters.patterns import program_for
-from comfyui_soda.soda_core.adapters.spec import BlockSpec, Module, Out, Role, Submodules
+from comfyui_soda.soda_core.adapters.patterns import AttentionCall, program_for
+from comfyui_soda.soda_core.adapters.spec import BlockSpec, In, Module, Out, Role, Submodules
 from comfyui_soda.soda_core.adapters.step import BlockCall, BlockStep, stream_layouts
-from comfyui_soda.soda_core.seams import RunSlot, TapSeam
+from comfyui_soda.soda_core.seams import AttentionSeam, RunSlot, TapSeam
 
 
 def _joint(context: torch.Tensor, x: torch.Tensor, c: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, ...]:
@@ -60,6 +60,12 @@ class _Run:
         step, program = self.active
         return program.tap(step, index, original, args, kwargs)
 
+    def attention(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.active is None:
+            return func(*args, **kwargs)
+        step, program = self.active
+        return program.attention(step, AttentionCall(func, args, kwargs))
+
     def run_program(self, program: Any, step: BlockStep, call: BlockCall) -> Any:
         self.active = (step, program)
         try:
@@ -68,10 +74,13 @@ class _Run:
             self.active = None
 
 
-def _serve(spec: BlockSpec, block: nn.Module, *args: torch.Tensor) -> tuple[Any, BlockCall, Any, _Run]:
+def _serve(spec: BlockSpec, block: nn.Module, *args: Any) -> tuple[Any, BlockCall, Any, _Run]:
     """``spec``'s module program on ``block`` with its submodules intercepted (as ``nodes.patching.install`` does),
-    the call ``block(*args)`` and a ``make_step`` for the behavioural check."""
+    the call ``block(*args)`` and a ``make_step`` for the behavioural check; a ``dict`` argument gets SODA's
+    attention override (as ComfyUI's ``transformer_options``)."""
     program, slot, run = program_for(spec, True), RunSlot(), _Run()
+    for options in (a for a in args if isinstance(a, dict)):
+        options["optimized_attention_override"] = AttentionSeam(slot)
     slot.run = run  # type: ignore[assignment]
     for index, (path, _) in enumerate(program.taps):
         if path in dict(block.named_modules()):
@@ -170,3 +179,53 @@ def test_a_module_the_block_does_not_have_is_reused_without_a_cache_miss():
             reuse = make_step({"extra": 0.0, "mlp": 0.0}, cache, False)
             assert program.fits(reuse, call)
             assert torch.allclose(run.run_program(program, reuse, call.cloned()), reference)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, **kwargs: Any) -> torch.Tensor:
+    """An attention function with ComfyUI's signature: (B, N, C) in and out."""
+    return torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1) @ v
+
+
+class SplitBlock(nn.Module):
+    """Split attention (qkv linear, attention call, output projection); only some instances have a second one (as
+    SD3.5's ``x_block.attn2``)."""
+
+    def __init__(self, extra: bool, width: int = 8) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        if extra:
+            self.qkv2, self.proj2 = nn.Linear(width, 3 * width), nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, transformer_options: dict[str, Any]) -> torch.Tensor:
+        override = transformer_options["optimized_attention_override"]
+        x = x + self.proj(override(_attention, *self.qkv(x).chunk(3, dim=-1), 1))
+        if hasattr(self, "qkv2"):
+            x = x + self.proj2(override(_attention, *self.qkv2(x).chunk(3, dim=-1), 1))
+        return x
+
+
+SPLIT = BlockSpec(
+    "block",
+    "blocks",
+    {"x": Role.IMAGE},
+    ("x",),
+    program=Submodules(
+        (
+            Module("attn", outputs=(Out("proj", ("x",), tokenwise=True),), inputs=(In("qkv", "x"),)),
+            Module(
+                "attn2",
+                outputs=(Out("proj2", ("x",), tokenwise=True, optional=True),),
+                inputs=(In("qkv2", "x", optional=True),),
+            ),
+        )
+    ),
+)
+
+
+def test_an_attention_the_block_does_not_have_need_not_reach_the_override():
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, 8)
+    for extra in (True, False):
+        program, call, make_step, run = _serve(SPLIT, SplitBlock(extra), x, {})
+        with torch.no_grad():
+            assert check_program(program, call, make_step, run.run_program) == ("", frozenset())
