@@ -44,6 +44,7 @@ class Out:
     streams: tuple[str, ...]
     tokenwise: bool = False  # acts on each token on its own (MLP, linear): it can be run on selected tokens
     optional: bool = False  # absent in some blocks of this kind (e.g. SD3's last context block)
+    packed: bool = False  # returns its one output in a 1-tuple, ``(out,)`` (HunyuanDiT's attention modules)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class BlockSpec:
     streams: dict[str, Role]  # forward parameter -> role of the tokens it holds
     returns: tuple[str, ...]  # streams the forward returns, in order (one name: the forward returns a tensor)
     program: Program | None = None  # None: served at block granularity only
+    positional: tuple[str, ...] = ()  # names of the positional arguments of a ``forward(*args, **kwargs)`` wrapper
 
     @property
     def modules(self) -> tuple[str, ...]:

@@ -28,8 +28,18 @@ Cache = dict[str, dict[str, Tensor]]  # module -> stream -> output (B, N_s, C)
 
 
 @functools.cache
-def _signature(function: Callable[..., Any]) -> inspect.Signature:
-    return inspect.signature(function)
+def _signature(function: Callable[..., Any], positional: tuple[str, ...] = ()) -> inspect.Signature:
+    """``function``'s signature; with ``positional``, its ``*args`` gets those names first (``BlockSpec.positional``:
+    a wrapper ``forward(*args, **kwargs)`` such as SD3's ``JointBlock``, whose streams are positional)."""
+    signature = inspect.signature(function)
+    if not positional:
+        return signature
+    parameters: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            parameters.extend(inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in positional)
+        parameters.append(parameter)
+    return signature.replace(parameters=parameters)
 
 
 @dataclass
@@ -50,7 +60,7 @@ class BlockCall:
         function = getattr(self.forward, "__func__", self.forward)
         owner = getattr(self.forward, "__self__", None)
         head = (owner,) if owner is not None else ()
-        return _signature(function).bind(*head, *self.args, **self.kwargs)
+        return _signature(function, self.spec.positional).bind(*head, *self.args, **self.kwargs)
 
     def inputs(self) -> dict[str, Tensor]:
         """The stream tensors passed to the call, by stream name (streams not passed are absent). A discovered

@@ -140,7 +140,7 @@ def test_a_lora_style_weight_patch_still_acts(family, model, profiled):
     name, weight = next(
         (n, p)
         for n, p in diffusion_model.named_parameters()
-        if n.endswith(".weight") and p.dim() == 2 and "blocks" in n
+        if n.endswith(".weight") and p.dim() == 2 and family.block_params in n
     )
     lora = model.clone()
     lora.add_patches({f"diffusion_model.{name}": (0.5 * torch.ones_like(weight),)}, strength_patch=1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..spec import Family
 from .flux import CHROMA, FLUX
+from .mmdit import AURAFLOW, HUNYUAN_DIT, PIXART, SD3
 
 
-FAMILIES: tuple[Family, ...] = (FLUX, CHROMA)
+FAMILIES: tuple[Family, ...] = (FLUX, CHROMA, SD3, AURAFLOW, HUNYUAN_DIT, PIXART)

@@ -47,6 +47,12 @@ def _replace_first(args: tuple[Any, ...], kwargs: dict[str, Any], x: Tensor) -> 
     return args, kwargs
 
 
+def _returned(role: Out, outputs: tuple[Tensor, ...]) -> Any:
+    """Outputs served in place of ``role``'s submodule, shaped as it returns them (a tensor, a tuple per stream, or
+    a 1-tuple for a ``packed`` one)."""
+    return outputs[0] if len(outputs) == 1 and not role.packed else outputs
+
+
 class SubmoduleProgram:
     def __init__(self, spec: Submodules) -> None:
         self.spec = spec
@@ -66,15 +72,20 @@ class SubmoduleProgram:
             if ratio >= 1.0:
                 continue
             cached = step.cache.get(module)
-            if not cached or any(s not in inputs or t.shape[:2] != inputs[s].shape[:2] for s, t in cached.items()):
+            if cached is None or any(s not in inputs or t.shape[:2] != inputs[s].shape[:2] for s, t in cached.items()):
                 return False
         return True
 
     def run(self, step: BlockStep, call: BlockCall) -> Any:
         out = call.run()  # the block's own forward; the taps act through ``step``
         for module in self.spec.modules:
+            if step.ratios[module.name] <= 0.0:
+                continue
+            if step.record and not any(step.calls[out.path] for out in module.outputs):
+                step.cache[module.name] = {}  # a module this block does not have (optional outputs): nothing to serve
+                continue
             fresh = step.fresh.get(module.name)
-            if not fresh or step.ratios[module.name] <= 0.0:
+            if not fresh:
                 continue
             if step.record:
                 step.cache[module.name] = fresh
@@ -156,13 +167,12 @@ class SubmoduleProgram:
         if name in step.open:
             step.open.remove(name)
         if ratio <= 0.0:
-            cached = tuple(step.cached(name, s).clone() for s in role.streams)
-            return cached[0] if len(cached) == 1 else cached
+            return _returned(role, tuple(step.cached(name, s).clone() for s in role.streams))
         x = first_tensor(args, kwargs)
         if not module.inputs:
             step.note_scores(name, role.streams[0], x)
         if ratio < 1.0 and name in self.partial:
-            return self._partial(step, module, role, original, args, kwargs, ratio)
+            return _returned(role, (self._partial(step, module, role, original, args, kwargs, ratio),))
         share = self._image_share(step, role) if name in self.partial else 0.0
         if step.meter is not None:
             step.meter.enter(name, share)
