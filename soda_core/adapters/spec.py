@@ -59,7 +59,9 @@ class In:
 
 @dataclass(frozen=True)
 class Module:
-    """One SODA module of a block: its outputs and the input linears skipped with it."""
+    """One SODA module of a block: its outputs and the input linears skipped with it. The name of an attention
+    module contains "attn" (``attn``, ``attn2``, ``self_attn``, ``cross_attn``...): planning without partial
+    attention (``api.attention_modules``) goes by it."""
 
     name: str
     outputs: tuple[Out, ...]
