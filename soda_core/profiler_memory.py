@@ -8,13 +8,15 @@ dimension, W = C in exact mode (``sketch_dim=0``) or min(C, d) sketched, s = byt
     ring         = min(K, T) * L * M * rows * N * W * s       the last K outputs (or sketches) of every module
     norms        = min(K, T) * L * M * rows * N * 8           their per-token squared norms, float64
     accumulators = T * L * M * K * (2 + R) * 8                sums of E_c, E_p and counts, float64
-    projections  = C * d * 4 if sketched and C > d, else 0    one projection matrix per output width
+    projections  = M * C * d * 4 if sketched and C > d, else 0  one projection matrix per output width (<= M widths)
     working      = rows * N * C * 4 * 2 (exact)               float32 copies made while one output is compared
                    rows * N * (C + W) * 4 + rows * N * 8 (sketched)
 
 ``ring + norms + accumulators + projections`` is what the recorder holds between calls (``held_bytes`` of
 ``SensitivityRecorder`` counts exactly these tensors; tests compare both); ``working`` is an upper bound of what
-one ``observe`` call allocates and frees again. Outputs of different widths per module make C an upper bound.
+one ``observe`` call allocates and frees again. With outputs of one width C the ring, norms and accumulators are
+exact; outputs of different widths per module (Flux's fused single blocks: attention output and MLP activation) make
+the formula with the widest C an upper bound.
 The ring is kept on the host in half precision in exact mode when the model is on a GPU
 (``half_precision_ring=None``); sketches, norms and the E_c/E_p sums stay on the output's device.
 """
@@ -86,7 +88,7 @@ def profiling_memory(
         ring=entries * width * stored,
         norms=entries * ACCUMULATOR_ITEMSIZE,
         accumulators=steps * cells * config.max_distance * (2 + ratios) * ACCUMULATOR_ITEMSIZE,
-        projections=channels * config.sketch_dim * SKETCH_ITEMSIZE if width < channels else 0,
+        projections=layout.num_modules * channels * config.sketch_dim * SKETCH_ITEMSIZE if width < channels else 0,
         working=working,
     )
 

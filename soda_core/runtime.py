@@ -246,7 +246,7 @@ class SodaRun:
         costs = self.costs.ledger_blocks.get(shape_key)
         if costs is None and any(r < 1.0 for r in step.ratios.values()):
             step.ratios, step.record = dict.fromkeys(step.ratios, 1.0), True  # a shape first seen on a reuse step
-        step.observe = self._observer_for(layer, call, program, verdict)
+        step.observe = self._observer_for(layer, call, program, verdict, step)
         plain = all(r >= 1.0 for r in step.ratios.values()) and not step.record and step.observe is None
         if costs is None:
             with FlopCounterMode(display=False) as counter:
@@ -355,7 +355,10 @@ class SodaRun:
         if self.report.cache_misses == 1:
             logger.warning("SODA: no usable cache for a reuse step (a call of a new kind or shape); computing fully.")
 
-    def _observer_for(self, layer: int, call: _Call, program: Any, verdict: Verdict) -> Observer | None:
+    def _observer_for(
+        self, layer: int, call: _Call, program: Any, verdict: Verdict, block_step: BlockStep | None = None
+    ) -> Observer | None:
+        """The profiler's observer for this block call; its own work is kept out of the block's measured FLOPs."""
         if self.observer is None:
             return None
         observer, step, key = self.observer, call.step, call.key
@@ -363,7 +366,9 @@ class SodaRun:
         first = self.schedule.layout.modules[0]
 
         def observe(module: str, output: Tensor, scores: Tensor, tokens: TokenLayout) -> None:
-            observer(step, layer, first if block_for_modules else module, key, output, scores, tokens)
+            meter = block_step.meter if block_step is not None else None
+            with meter.ignoring() if meter is not None else contextlib.nullcontext():
+                observer(step, layer, first if block_for_modules else module, key, output, scores, tokens)
 
         return observe
 
