@@ -27,7 +27,7 @@ from .adapters.step import BlockCall, BlockStep, Cache, Observer, stream_layouts
 from .flops import FlopModel
 from .layout import BLOCK_MODULES, Granularity
 from .schedule import Schedule
-from .tokens import TokenLayout, TokenScore
+from .tokens import TokenLayout, TokenScore, token_count
 
 
 logger = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class SodaRun:
         inputs = block_call.inputs().values()
         shape_key = (
             layer,
-            (len(next(iter(inputs))) if inputs else 0, *(int(t.shape[1]) for t in inputs if t.dim() > 1)),
+            (len(next(iter(inputs))) if inputs else 0, *(token_count(t) for t in inputs if t.dim() > 1)),
         )
         costs = self.costs.ledger_blocks.get(shape_key)
         if costs is None and any(r < 1.0 for r in step.ratios.values()):

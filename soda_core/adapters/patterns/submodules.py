@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ...tokens import gather_tokens, scatter_tokens
+from ...tokens import as_tokens, gather_tokens, scatter_tokens, token_count
 from ..spec import In, Module, Out, Submodules
 from ..step import BlockCall, BlockStep
 from .attention import AttentionCall
@@ -35,6 +35,12 @@ def first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
         if torch.is_tensor(value):
             return value
     raise RuntimeError("SODA: an intercepted submodule was called without a tensor argument.")
+
+
+def same_tokens(a: Tensor, b: Tensor) -> bool:
+    """Same batch and token count (a module output may hold a stream's tokens in another shape, e.g. (B, N, C) for a
+    (B, T, H, W, C) stream)."""
+    return a.shape[0] == b.shape[0] and token_count(a) == token_count(b)
 
 
 def _replace_first(args: tuple[Any, ...], kwargs: dict[str, Any], x: Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -66,7 +72,7 @@ class SubmoduleProgram:
             if ratio >= 1.0:
                 continue
             cached = step.cache.get(module)
-            if not cached or any(s not in inputs or t.shape[:2] != inputs[s].shape[:2] for s, t in cached.items()):
+            if not cached or any(s not in inputs or not same_tokens(t, inputs[s]) for s, t in cached.items()):
                 return False
         return True
 
@@ -80,7 +86,7 @@ class SubmoduleProgram:
                 step.cache[module.name] = fresh
             if step.observe is not None:
                 streams = [s for s in module.streams if s in fresh]
-                output = torch.cat([fresh[s] for s in streams], dim=1)  # (B, N, C) in joint order
+                output = torch.cat([as_tokens(fresh[s]) for s in streams], dim=1)  # (B, N, C) in joint order
                 scores = step.joint_scores(module.name, streams, output.shape[0])
                 step.observe(module.name, output, scores, step.layout_of(streams))
         return out
@@ -199,8 +205,11 @@ class SubmoduleProgram:
             fresh = original(*args, **kwargs)  # (B, N_s, C): a stream whose tokens all stay
             step.cache.setdefault(module.name, {})[stream] = fresh.clone()
         else:
-            rows_args, rows_kwargs = _replace_first(args, kwargs, gather_tokens(x, positions))
-            fresh = scatter_tokens(step.cached(module.name, stream), positions, original(*rows_args, **rows_kwargs))
+            rows_args, rows_kwargs = _replace_first(args, kwargs, gather_tokens(as_tokens(x), positions))
+            cached = step.cached(module.name, stream)  # (B, N_s, C) or (B, *dims, C)
+            rows = original(*rows_args, **rows_kwargs)  # (B, n_s, C)
+            fresh = scatter_tokens(as_tokens(cached), positions, rows).view(cached.shape)
+            step.cache[module.name][stream] = fresh  # the cached tensor itself unless its token view had to copy
         if step.meter is not None:
             step.meter.exit()
         return fresh.clone()
