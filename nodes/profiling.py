@@ -71,7 +71,9 @@ def profile_model(
     if granularity is Granularity.BLOCK and config.measure_pruning:
         config = ProfileConfig(**{**config.__dict__, "measure_pruning": False})
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    _check_memory_before(model, layout, config, latent_image, positive, settings)
+    _check_memory_before(
+        model, layout, config, latent_image, served.image_tokens(latent_image.shape), positive, settings
+    )
     collector = _Collector(layout, config)
     clone = model.clone()
     hook = SodaHook(
@@ -150,13 +152,13 @@ def _check_memory_before(
     layout: ModelLayout,
     config: ProfileConfig,
     latent: torch.Tensor,
+    image: int,
     positive: Any,
     settings: SamplingSettings,
 ) -> None:
-    """Enforce the ring-buffer bound before any sampling starts, from the latent and conditioning shapes."""
+    """Enforce the ring-buffer bound before any sampling starts, from the latent's image tokens (its family's patch
+    size, frames included) and the conditioning shapes."""
     diffusion_model = model.get_model_object("diffusion_model")
-    patch = int(getattr(diffusion_model, "patch_size", 1))
-    image = ((latent.shape[-2] + patch // 2) // patch) * ((latent.shape[-1] + patch // 2) // patch)
     text = max((int(c[0].shape[1]) for c in positive), default=0)
     rows = latent.shape[0] * (2 if settings.cfg != 1.0 else 1)
     channels = int(getattr(diffusion_model, "hidden_size", 0))
