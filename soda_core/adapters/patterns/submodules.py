@@ -7,7 +7,8 @@ While the block runs its own forward, a call of a module's submodule is served a
 * reuse: the output submodule returns its cached output instead of computing; the input linears return zeros and
   the attention call between them (``attention``) returns zeros, so none of the module's FLOPs are spent;
 * partial (token-wise outputs): the output submodule runs on the selected tokens only and its rows are written into
-  the cached output; with input linears, only the selected queries attend (to every key and value).
+  the cached output; with input linears, only the selected queries attend (to every key and value), except in an
+  attention call over part of the module's queries (LTXV's guide mask splits them), which runs in full.
 
 Cached and returned outputs are copies: blocks may update a submodule's output in place (Flux's ``apply_mod`` with
 ``modulation_dims`` does).
@@ -117,7 +118,8 @@ class SubmoduleProgram:
             layout = step.layout_of(owner.streams)
             share = layout.image / max(layout.total, 1) if owner.name in self.partial and owner.inputs else 0.0
             step.meter.enter(owner.name, share)
-        if ratio < 1.0 and owner.inputs and owner.name in self.partial:
+        whole = call.query_tokens == step.layout_of(owner.streams).total  # not a call on part of its queries
+        if ratio < 1.0 and owner.inputs and owner.name in self.partial and whole:
             out = call.on_queries(step.joint_positions(owner.name, owner.streams, ratio))
         else:
             out = call.run()
