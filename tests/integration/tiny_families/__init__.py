@@ -37,11 +37,19 @@ class TinyFamily:
     kinds: tuple[str, ...] = ()  # block kinds of the layout, in order
     words: int = 6  # text tokens of the positive prompt
     tags: frozenset[str] = field(default_factory=frozenset)
+    # ComfyUI versions whose block code the module program cannot serve (the behavioural check falls back to block
+    # granularity with one warning per block class), e.g. Wan S2V on 0.3.75, whose blocks get no transformer_options
+    block_granularity_on: frozenset[str] = field(default_factory=frozenset)
 
     def available(self) -> bool:
         import comfy.supported_models
 
         return hasattr(comfy.supported_models, self.model_class)
+
+    def falls_back(self) -> bool:
+        from comfyui_soda.nodes.patching import comfy_version
+
+        return comfy_version() in self.block_granularity_on
 
 
 def _families() -> tuple[TinyFamily, ...]:
