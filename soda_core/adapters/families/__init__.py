@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..spec import Family
 from .flux import CHROMA, FLUX
+from .video import COSMOS_PREDICT2, LTXV, UNSERVED, WAN, WAN_VACE
 
 
-FAMILIES: tuple[Family, ...] = (FLUX, CHROMA)
+FAMILIES: tuple[Family, ...] = (FLUX, CHROMA, WAN, WAN_VACE, LTXV, COSMOS_PREDICT2, *UNSERVED)

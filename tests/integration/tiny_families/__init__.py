@@ -53,9 +53,9 @@ class TinyFamily:
 
 
 def _families() -> tuple[TinyFamily, ...]:
-    from . import flux
+    from . import flux, video
 
-    return (*flux.FAMILIES,)
+    return (*flux.FAMILIES, *video.FAMILIES)
 
 
 def available() -> list[TinyFamily]:
