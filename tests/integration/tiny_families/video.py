@@ -182,3 +182,41 @@ FAMILIES: tuple[TinyFamily, ...] = (
         kinds=("block",),
     ),
 )
+
+# Models SODA leaves alone (records without blocks); not in FAMILIES, whose tests expect served blocks.
+UNSERVED: tuple[TinyFamily, ...] = (
+    TinyFamily(
+        "cosmos1",
+        "CosmosT2V",
+        {
+            "image_model": "cosmos",
+            "max_img_h": 240,
+            "max_img_w": 240,
+            "max_frames": 128,
+            "in_channels": 16,
+            "out_channels": 16,
+            "patch_spatial": 2,
+            "patch_temporal": 1,
+            "model_channels": 128,
+            "block_config": "FA-CA-MLP",
+            "concat_padding_mask": True,
+            "pos_emb_cls": "rope3d",
+            "pos_emb_learnable": False,
+            "pos_emb_interpolation": "crop",
+            "block_x_format": "THWBD",
+            "affline_emb_norm": True,
+            "use_adaln_lora": True,
+            "adaln_lora_dim": 64,
+            "num_blocks": 2,
+            "num_heads": 2,
+            "extra_per_block_abs_pos_emb": True,
+            "rope_h_extrapolation_ratio": 1.0,
+            "rope_w_extrapolation_ratio": 1.0,
+            "rope_t_extrapolation_ratio": 2.0,
+            "extra_per_block_abs_pos_emb_type": "learnable",
+        },
+        (16, FRAMES, 8, 8),
+        1024,
+    ),
+    TinyFamily("wan_causal_ar", "WAN21_CausalAR_T2V", {**WAN_CONFIG, "causal_ar": True}, (16, FRAMES, 8, 8), 4096),
+)
