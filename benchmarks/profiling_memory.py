@@ -158,7 +158,7 @@ def _measure(case: _Case, config: Any, plain_peak_mb: float, path_peak_mb: float
 
     channels = serve(case.model.model.diffusion_model).output_width()  # widest module output, as the pre-check
     tokens = case.text_tokens + case.image_tokens
-    formula = profiling_memory(layout, config, 1, tokens, channels, 4, case.steps)
+    formula = profiling_memory(layout, config, 1, tokens, channels, 4, case.steps, layout.num_modules)
     before = _rss()
     del recorder
     freed = before - _rss()
@@ -200,7 +200,9 @@ def _extrapolate(runs: dict[str, dict[str, Any]], configs: dict[str, Any], steps
         measured = runs.get(name)
         for total_steps in (20, 50):
             for rows in (1, 2):
-                formula = profiling_memory(layout, config, rows, tokens, FLUX_1024["channels"], 2, total_steps)
+                formula = profiling_memory(
+                    layout, config, rows, tokens, FLUX_1024["channels"], 2, total_steps, layout.num_modules
+                )
                 row = {"mode": name, "steps": total_steps, "rows": rows, "formula": formula.parts()}
                 row |= {"formula_total": formula.total, "fits_4_gb": formula.total <= 4 * 2**30}
                 if measured is not None:

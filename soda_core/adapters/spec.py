@@ -131,7 +131,9 @@ class Family:
     name: str
     model_classes: tuple[str, ...]  # fully qualified class names of the diffusion model
     blocks: tuple[BlockSpec, ...]
-    patch: str = "patch_size"  # attribute of the diffusion model: patch size (int, or one per patched latent dim)
+    # the diffusion model's patch size: an attribute path (dots allowed, e.g. "patchifier.patch_size") holding an int or
+    # one size per patched latent dim, or one attribute path per patched latent dim (Cosmos: temporal, spatial, spatial)
+    patch: str | tuple[str, ...] = "patch_size"
     notes: tuple[str, ...] = field(default=())  # what a user should know (e.g. what is served at block granularity)
 
     @property

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..accounting import FlopMeter
-from ..tokens import TokenLayout, TokenScore, recompute_positions, token_scores
+from ..tokens import TokenLayout, TokenScore, recompute_positions, token_count, token_scores
 from .spec import AUTO, BlockSpec, Role
 
 
@@ -122,7 +122,7 @@ def stream_layouts(call: BlockCall, image: int, text: int) -> dict[str, TokenLay
     for name, tensor in call.inputs().items():
         if tensor.dim() < 3:
             continue  # not a token sequence
-        n, role = int(tensor.shape[1]), call.spec.streams.get(name, Role.IMAGE)
+        n, role = token_count(tensor), call.spec.streams.get(name, Role.IMAGE)
         if role is Role.TEXT:
             layouts[name] = TokenLayout(text=n, image=0)
         elif role is Role.IMAGE:

@@ -7,7 +7,8 @@ While the block runs its own forward, a call of a module's submodule is served a
 * reuse: the output submodule returns its cached output instead of computing; the input linears return zeros and
   the attention call between them (``attention``) returns zeros, so none of the module's FLOPs are spent;
 * partial (token-wise outputs): the output submodule runs on the selected tokens only and its rows are written into
-  the cached output; with input linears, only the selected queries attend (to every key and value).
+  the cached output; with input linears, only the selected queries attend (to every key and value), except in an
+  attention call over part of the module's queries (LTXV's guide mask splits them), which runs in full.
 
 Cached and returned outputs are copies: blocks may update a submodule's output in place (Flux's ``apply_mod`` with
 ``modulation_dims`` does).
@@ -20,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ...tokens import gather_tokens, scatter_tokens
+from ...tokens import as_tokens, gather_tokens, scatter_tokens, token_count
 from ..spec import In, Module, Out, Submodules
 from ..step import BlockCall, BlockStep
 from .attention import AttentionCall
@@ -35,6 +36,12 @@ def first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
         if torch.is_tensor(value):
             return value
     raise RuntimeError("SODA: an intercepted submodule was called without a tensor argument.")
+
+
+def same_tokens(a: Tensor, b: Tensor) -> bool:
+    """Same batch and token count (a module output may hold a stream's tokens in another shape, e.g. (B, N, C) for a
+    (B, T, H, W, C) stream)."""
+    return a.shape[0] == b.shape[0] and token_count(a) == token_count(b)
 
 
 def _replace_first(args: tuple[Any, ...], kwargs: dict[str, Any], x: Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -72,7 +79,7 @@ class SubmoduleProgram:
             if ratio >= 1.0:
                 continue
             cached = step.cache.get(module)
-            if cached is None or any(s not in inputs or t.shape[:2] != inputs[s].shape[:2] for s, t in cached.items()):
+            if cached is None or any(s not in inputs or not same_tokens(t, inputs[s]) for s, t in cached.items()):
                 return False
         return True
 
@@ -91,7 +98,7 @@ class SubmoduleProgram:
                 step.cache[module.name] = fresh
             if step.observe is not None:
                 streams = [s for s in module.streams if s in fresh]
-                output = torch.cat([fresh[s] for s in streams], dim=1)  # (B, N, C) in joint order
+                output = torch.cat([as_tokens(fresh[s]) for s in streams], dim=1)  # (B, N, C) in joint order
                 scores = step.joint_scores(module.name, streams, output.shape[0])
                 step.observe(module.name, output, scores, step.layout_of(streams))
         return out
@@ -122,7 +129,8 @@ class SubmoduleProgram:
             layout = step.layout_of(owner.streams)
             share = layout.image / max(layout.total, 1) if owner.name in self.partial and owner.inputs else 0.0
             step.meter.enter(owner.name, share)
-        if ratio < 1.0 and owner.inputs and owner.name in self.partial:
+        whole = call.query_tokens == step.layout_of(owner.streams).total  # not a call on part of its queries
+        if ratio < 1.0 and owner.inputs and owner.name in self.partial and whole:
             out = call.on_queries(step.joint_positions(owner.name, owner.streams, ratio))
         else:
             out = call.run()
@@ -209,8 +217,11 @@ class SubmoduleProgram:
             fresh = original(*args, **kwargs)  # (B, N_s, C): a stream whose tokens all stay
             step.cache.setdefault(module.name, {})[stream] = fresh.clone()
         else:
-            rows_args, rows_kwargs = _replace_first(args, kwargs, gather_tokens(x, positions))
-            fresh = scatter_tokens(step.cached(module.name, stream), positions, original(*rows_args, **rows_kwargs))
+            rows_args, rows_kwargs = _replace_first(args, kwargs, gather_tokens(as_tokens(x), positions))
+            cached = step.cached(module.name, stream)  # (B, N_s, C) or (B, *dims, C)
+            rows = original(*rows_args, **rows_kwargs)  # (B, n_s, C)
+            fresh = scatter_tokens(as_tokens(cached), positions, rows).view(cached.shape)
+            step.cache[module.name][stream] = fresh  # the cached tensor itself unless its token view had to copy
         if step.meter is not None:
             step.meter.exit()
         return fresh.clone()

@@ -39,17 +39,25 @@ class TinyFamily:
     block_params: str = "blocks"  # in the names of its blocks' parameters (the LoRA test patches one of them)
     weight_buffers: tuple[str, ...] = ()  # buffers that hold checkpoint weights (built empty, e.g. SD3's pos_embed)
     tags: frozenset[str] = field(default_factory=frozenset)
+    # ComfyUI versions whose block code the module program cannot serve (the behavioural check falls back to block
+    # granularity with one warning per block class), e.g. Wan S2V on 0.3.75, whose blocks get no transformer_options
+    block_granularity_on: frozenset[str] = field(default_factory=frozenset)
 
     def available(self) -> bool:
         import comfy.supported_models
 
         return hasattr(comfy.supported_models, self.model_class)
 
+    def falls_back(self) -> bool:
+        from comfyui_soda.nodes.patching import comfy_version
+
+        return comfy_version() in self.block_granularity_on
+
 
 def _families() -> tuple[TinyFamily, ...]:
-    from . import flux, mmdit
+    from . import flux, mmdit, video
 
-    return (*flux.FAMILIES, *mmdit.FAMILIES)
+    return (*flux.FAMILIES, *mmdit.FAMILIES, *video.FAMILIES)
 
 
 def available() -> list[TinyFamily]:
