@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..spec import Family
+from .dualstream import QWEN_IMAGE
 from .flux import CHROMA, FLUX
 
 
-FAMILIES: tuple[Family, ...] = (FLUX, CHROMA)
+FAMILIES: tuple[Family, ...] = (FLUX, CHROMA, QWEN_IMAGE)

@@ -45,9 +45,9 @@ class TinyFamily:
 
 
 def _families() -> tuple[TinyFamily, ...]:
-    from . import flux
+    from . import dualstream, flux
 
-    return (*flux.FAMILIES,)
+    return (*flux.FAMILIES, *dualstream.FAMILIES)
 
 
 def available() -> list[TinyFamily]:
