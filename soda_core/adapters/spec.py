@@ -129,6 +129,7 @@ class Family:
     blocks: tuple[BlockSpec, ...]
     patch: str = "patch_size"  # attribute of the diffusion model: patch size (int, or one per patched latent dim)
     notes: tuple[str, ...] = field(default=())  # what a user should know (e.g. what is served at block granularity)
+    variants: tuple[Variant, ...] = ()  # records for models of these classes built another way (first match wins)
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -137,6 +138,32 @@ class Family:
         for spec in self.blocks:
             names.extend(m for m in spec.modules if m not in names)
         return tuple(names)
+
+    def resolved(self, diffusion_model: object) -> Family:
+        """The record for this diffusion model: its first variant whose attribute holds, else this one."""
+        for variant in self.variants:
+            if variant.holds(diffusion_model):
+                return variant.family
+        return self
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The record of a family's models whose attribute ``when`` (a dotted path from the diffusion model, e.g.
+    ``"double_blocks.0.flipped_img_txt"``) exists and is truthy: a ComfyUI version may build the same model class with
+    another token order, which the blocks' own attributes tell (the behavioural check cannot see a wrong role in a
+    fused block). The variant keeps the family's name and layout, so profiles carry over."""
+
+    when: str
+    family: Family
+
+    def holds(self, diffusion_model: object) -> bool:
+        value: object = diffusion_model
+        for name in self.when.split("."):
+            value = getattr(value, name, None)
+            if value is None:
+                return False
+        return bool(value)
 
 
 def patched_tokens(latent_shape: Sequence[int], patch: int | Sequence[int]) -> int:
