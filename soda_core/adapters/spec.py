@@ -31,9 +31,17 @@ class Role(str, enum.Enum):
     """What a token stream of a block call holds, in order."""
 
     TEXT = "text"  # text tokens
-    IMAGE = "image"  # image tokens, then reference-image tokens (Flux Kontext, Qwen Edit)
+    IMAGE = "image"  # image tokens, then reference-image tokens (Flux Kontext, Qwen Edit; see ``References``)
     JOINT = "joint"  # text, then image, then reference tokens in one sequence (Flux single blocks)
     JOINT_IMAGE_FIRST = "joint_image_first"  # image, reference, then text tokens (HunyuanVideo single blocks)
+
+
+class References(str, enum.Enum):
+    """Where the reference-image tokens of a block's image-bearing streams sit next to its image tokens."""
+
+    AFTER = "after"  # image, then reference tokens (Flux Kontext, Qwen Edit)
+    BEFORE = "before"  # reference, then image tokens (HunyuanVideo's ref_latent)
+    MIXED = "mixed"  # among the image tokens (HiDream E1's side-by-side condition): such a stream is never pruned
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,7 @@ class BlockSpec:
     streams: dict[str, Role]  # forward parameter -> role of the tokens it holds
     returns: tuple[str, ...]  # streams the forward returns, in order (one name: the forward returns a tensor)
     program: Program | None = None  # None: served at block granularity only
+    references: References = References.AFTER  # where reference tokens sit in the image-bearing streams
 
     @property
     def modules(self) -> tuple[str, ...]:
