@@ -177,10 +177,14 @@ class Variant:
 
 def patched_tokens(latent_shape: Sequence[int], patch: int | Sequence[int]) -> int:
     """Image tokens of a latent (B, C, *dims) patched by ``patch`` (ComfyUI pads every patched dim up to a multiple
-    of its patch size): the product of ``ceil(dim / p)`` over the last ``len(patch)`` dims (2 for an int)."""
+    of its patch size): the product of ``ceil(dim / p)`` over the last ``len(patch)`` dims (2 for an int), times the
+    dims before them, whose every entry is a token row of its own (Qwen-Image's frame axis: 1, or its layers)."""
     sizes = (int(patch),) * 2 if isinstance(patch, int) else tuple(int(p) for p in patch)
-    dims = tuple(int(d) for d in latent_shape[2:])[-len(sizes) :]
+    dims = tuple(int(d) for d in latent_shape[2:])
+    patched = dims[-len(sizes) :]
     tokens = 1
-    for d, p in zip(dims, sizes[-len(dims) :], strict=True):
+    for d in dims[: len(dims) - len(patched)]:
+        tokens *= d
+    for d, p in zip(patched, sizes[len(sizes) - len(patched) :], strict=True):
         tokens *= -(-d // max(p, 1))
     return tokens

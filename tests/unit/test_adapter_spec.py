@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from comfyui_soda.soda_core.adapters.spec import BlockSpec, Family, References, Role, Variant
+from comfyui_soda.soda_core.adapters.spec import BlockSpec, Family, References, Role, Variant, patched_tokens
 from comfyui_soda.soda_core.adapters.step import BlockCall, joint_layout, stream_layouts
 from comfyui_soda.soda_core.tokens import TokenLayout, recompute_positions
 
@@ -76,3 +76,12 @@ def test_joint_layout_keeps_the_reference_place_of_its_image_stream():
     before = _layouts(References.BEFORE, 6, img=(Role.IMAGE, 8), txt=(Role.TEXT, 3))
     assert joint_layout([before["txt"], before["img"]]).image_slice == slice(5, 11)  # [txt][ref][img]
     assert joint_layout([before["img"], before["txt"]]).image_slice == slice(2, 8)  # [ref][img][txt]
+
+
+def test_patched_tokens_count_every_latent_position():
+    assert patched_tokens((1, 16, 16, 16), 2) == 64  # Flux: (H/2)(W/2)
+    assert patched_tokens((1, 16, 15, 16), 2) == 64  # padded up to the patch
+    assert patched_tokens((1, 16, 1, 16, 16), 2) == 64  # Qwen-Image: one frame
+    assert patched_tokens((1, 16, 3, 16, 16), 2) == 192  # Qwen-Image Layered: every layer is image tokens
+    assert patched_tokens((1, 16, 3, 16, 16), (1, 2, 2)) == 192  # HunyuanVideo, Wan
+    assert patched_tokens((1, 64, 256), 1) == 256  # a 1-D token latent
