@@ -14,6 +14,7 @@ import comfy.utils
 import latent_preview
 import torch
 
+from ..soda_core.adapters import ServedModel
 from ..soda_core.layout import Granularity, ModelLayout
 from ..soda_core.profile import SensitivityProfile
 from ..soda_core.profiler import ProfileConfig, SensitivityRecorder, check_memory
@@ -71,7 +72,7 @@ def profile_model(
     if granularity is Granularity.BLOCK and config.measure_pruning:
         config = ProfileConfig(**{**config.__dict__, "measure_pruning": False})
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    _check_memory_before(model, layout, config, latent_image, positive, settings)
+    _check_memory_before(model, served, config, latent_image, positive, settings)
     collector = _Collector(layout, config)
     clone = model.clone()
     hook = SodaHook(
@@ -147,7 +148,7 @@ def only_prunable(profile: SensitivityProfile, cells: set[tuple[int, str]]) -> S
 
 def _check_memory_before(
     model: Any,
-    layout: ModelLayout,
+    served: ServedModel,
     config: ProfileConfig,
     latent: torch.Tensor,
     positive: Any,
@@ -155,8 +156,8 @@ def _check_memory_before(
 ) -> None:
     """Enforce the ring-buffer bound before any sampling starts, from the latent and conditioning shapes."""
     diffusion_model = model.get_model_object("diffusion_model")
-    patch = int(getattr(diffusion_model, "patch_size", 1))
-    image = ((latent.shape[-2] + patch // 2) // patch) * ((latent.shape[-1] + patch // 2) // patch)
+    layout = served.layout
+    image = served.image_tokens(latent.shape)  # as the run counts them (a video latent's patch is one per dim)
     text = max((int(c[0].shape[1]) for c in positive), default=0)
     rows = latent.shape[0] * (2 if settings.cfg != 1.0 else 1)
     channels = int(getattr(diffusion_model, "hidden_size", 0))
