@@ -125,6 +125,8 @@ def test_2x_plan_spends_the_promised_flops_and_stays_close(family, model, profil
 
 
 def test_batch_of_two_with_cfg(family, model, profiled):
+    if not family.batches:
+        pytest.skip(f"ComfyUI cannot sample {family.name} with more than one row")
     profile, _, _ = profiled
     patched = _patched(model, _plan(profile, 2.0))
     pair = tiny.sample(patched, family, steps=STEPS, cfg=3.0, batch=2)
@@ -140,7 +142,7 @@ def test_a_lora_style_weight_patch_still_acts(family, model, profiled):
     name, weight = next(
         (n, p)
         for n, p in diffusion_model.named_parameters()
-        if n.endswith(".weight") and p.dim() == 2 and "blocks" in n
+        if n.endswith(".weight") and p.dim() == 2 and family.lora in n
     )
     lora = model.clone()
     lora.add_patches({f"diffusion_model.{name}": (0.5 * torch.ones_like(weight),)}, strength_patch=1.0)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..spec import Family
-from .dualstream import QWEN_IMAGE
+from .dualstream import HIDREAM, HUNYUAN_VIDEO, LUMINA2, QWEN_IMAGE
 from .flux import CHROMA, FLUX
 
 
-FAMILIES: tuple[Family, ...] = (FLUX, CHROMA, QWEN_IMAGE)
+FAMILIES: tuple[Family, ...] = (FLUX, CHROMA, QWEN_IMAGE, HUNYUAN_VIDEO, LUMINA2, HIDREAM)

@@ -36,6 +36,8 @@ class TinyFamily:
     modules: tuple[str, ...] = ("attn", "mlp")  # the layout's module axis
     kinds: tuple[str, ...] = ()  # block kinds of the layout, in order
     words: int = 6  # text tokens of the positive prompt
+    batches: bool = True  # ComfyUI itself samples it with more than one row (cond and uncond, or two samples)
+    lora: str = "blocks"  # part of the name of the block weights the LoRA test may patch
     tags: frozenset[str] = field(default_factory=frozenset)
 
     def available(self) -> bool:
