@@ -29,7 +29,7 @@ def _ids(family: tiny.TinyFamily) -> str:
 @pytest.fixture(scope="module", params=tiny.FAMILIES, ids=_ids)
 def family(request, comfy):
     if not request.param.available():
-        pytest.skip(f"this ComfyUI has no {request.param.model_class}")
+        pytest.skip(f"this ComfyUI has no {request.param.requires or request.param.model_class}")
     return request.param
 
 

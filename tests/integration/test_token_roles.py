@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(params=dualstream.FAMILIES, ids=lambda f: f.name)
 def family(request, comfy):
     if not request.param.available():
-        pytest.skip(f"this ComfyUI has no {request.param.model_class}")
+        pytest.skip(f"this ComfyUI has no {request.param.requires or request.param.model_class}")
     return request.param
 
 

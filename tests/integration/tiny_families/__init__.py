@@ -9,6 +9,7 @@ loaded through ``comfy.sd.load_diffusion_model`` (what ComfyUI's UNETLoader node
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +39,21 @@ class TinyFamily:
     words: int = 6  # text tokens of the positive prompt
     batches: bool = True  # ComfyUI itself samples it with more than one row (cond and uncond, or two samples)
     lora: str = "blocks"  # part of the name of the block weights the LoRA test may patch
+    requires: str = ""  # "module:attribute" the running ComfyUI must have (a variant only newer versions build)
     tags: frozenset[str] = field(default_factory=frozenset)
 
     def available(self) -> bool:
         import comfy.supported_models
 
-        return hasattr(comfy.supported_models, self.model_class)
+        if not hasattr(comfy.supported_models, self.model_class):
+            return False
+        if not self.requires:
+            return True
+        module, _, attribute = self.requires.partition(":")
+        try:
+            return hasattr(importlib.import_module(module), attribute)
+        except ImportError:
+            return False
 
 
 def _families() -> tuple[TinyFamily, ...]:

@@ -80,6 +80,29 @@ FAMILIES: tuple[TinyFamily, ...] = (
         kinds=("double_block",),
     ),
     TinyFamily(
+        "qwen_image_edit_2511",
+        "QwenImage",
+        QWEN_CONFIG,
+        (16, 1, 16, 16),
+        64,
+        # Qwen-Image Edit 2511 (ComfyUI 0.33): reference tokens modulated at timestep 0 (the block splits its batch)
+        lambda seed, batch: {
+            "reference_latents": [randn(seed, 1, 16, 1, 8, 8)],
+            "reference_latents_method": "index_timestep_zero",
+        },
+        kinds=("double_block",),
+    ),
+    TinyFamily(
+        "qwen_image_layered",
+        "QwenImage",
+        {**QWEN_CONFIG, "use_additional_t_cond": True, "default_ref_method": "negative_index"},
+        (16, 3, 8, 8),  # Qwen-Image Layered: the image and 2 layers, all image tokens
+        64,
+        lambda seed, batch: {"reference_latents": [randn(seed, 1, 16, 1, 8, 8)]},
+        kinds=("double_block",),
+        requires="comfy_extras.nodes_qwen:EmptyQwenImageLayeredLatentImage",
+    ),
+    TinyFamily(
         "hunyuan_video",
         "HunyuanVideo",
         HUNYUAN_VIDEO_CONFIG,
