@@ -6,7 +6,9 @@ Qwen-Image (``comfy/ldm/qwen_image/model.py``), one block kind with an image and
     attn:  D_a = to_out(Attn(to_q/k/v(img) ; add_q/k/v_proj(txt)))    text tokens first in the joint attention
     mlp:   D_m = img_mlp(.) / txt_mlp(.)
 
-Qwen-Image Edit appends its reference latents to the image stream (image, then reference tokens).
+Qwen-Image Edit appends its reference latents to the image stream (image, then reference tokens); Edit 2511
+modulates them at timestep 0 inside the block; Qwen-Image Layered (ComfyUI 0.33) has image tokens in every layer of
+its 5-D latent (``spec.patched_tokens`` counts them).
 
 HunyuanVideo (``comfy/ldm/hunyuan_video/model.py``; also HunyuanVideo I2V, SkyReels I2V, HunyuanVideo 1.5 and
 HunyuanImage 2.1, one diffusion model class) runs Flux's double and single blocks. ComfyUI 0.3.75 builds its double

@@ -199,10 +199,10 @@ FAMILIES: tuple[TinyFamily, ...] = (
         "hidream_e1",
         "HiDream",
         HIDREAM_CONFIG,
-        (16, 16, 16),
+        (16, 8, 8),  # 16 image tokens, and 16 of the condition interleaved with them
         64,
         # HiDream E1: the condition image joins the latent along its width (tokens interleaved row by row)
-        lambda seed, batch: {**_hidream(seed, batch), "concat_latent_image": randn(seed + 2, 1, 16, 16, 16)},
+        lambda seed, batch: {**_hidream(seed, batch), "concat_latent_image": randn(seed + 2, 1, 16, 8, 8)},
         kinds=("double_block", "single_block"),
     ),
 )
