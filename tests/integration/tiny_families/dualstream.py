@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from . import TinyFamily, randn
 
 
@@ -68,7 +70,16 @@ def _hidream(seed: int, batch: int) -> dict:
 
 
 FAMILIES: tuple[TinyFamily, ...] = (
-    TinyFamily("qwen_image", "QwenImage", QWEN_CONFIG, (16, 1, 16, 16), 64, kinds=("double_block",)),
+    TinyFamily(
+        "qwen_image",
+        "QwenImage",
+        QWEN_CONFIG,
+        (16, 1, 16, 16),
+        64,
+        # a text mask (ComfyUI 0.33 masks the last two text tokens in the joint attention; 0.3.75 ignores it)
+        lambda seed, batch: {"attention_mask": torch.tensor([[1, 1, 1, 1, 0, 0]])},
+        kinds=("double_block",),
+    ),
     TinyFamily(
         "qwen_image_edit",
         "QwenImage",
