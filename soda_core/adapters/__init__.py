@@ -27,11 +27,12 @@ def qualified_name(cls: type) -> str:
 
 
 def family_for(diffusion_model: torch.nn.Module) -> Family:
-    """The record of ``type(diffusion_model)`` (exact class), else a block-granularity family found by discovery."""
+    """The record of ``type(diffusion_model)`` (exact class; the variant its attributes select), else a
+    block-granularity family found by discovery."""
     name = qualified_name(type(diffusion_model))
     for family in FAMILIES:
         if name in family.model_classes:
-            return family
+            return family.resolved(diffusion_model)
     return discover(diffusion_model)
 
 

@@ -31,9 +31,17 @@ class Role(str, enum.Enum):
     """What a token stream of a block call holds, in order."""
 
     TEXT = "text"  # text tokens
-    IMAGE = "image"  # image tokens, then reference-image tokens (Flux Kontext, Qwen Edit)
+    IMAGE = "image"  # image tokens, then reference-image tokens (Flux Kontext, Qwen Edit; see ``References``)
     JOINT = "joint"  # text, then image, then reference tokens in one sequence (Flux single blocks)
     JOINT_IMAGE_FIRST = "joint_image_first"  # image, reference, then text tokens (HunyuanVideo single blocks)
+
+
+class References(str, enum.Enum):
+    """Where the reference-image tokens of a block's image-bearing streams sit next to its image tokens."""
+
+    AFTER = "after"  # image, then reference tokens (Flux Kontext, Qwen Edit)
+    BEFORE = "before"  # reference, then image tokens (HunyuanVideo's ref_latent)
+    MIXED = "mixed"  # among the image tokens (HiDream E1's side-by-side condition): such a stream is never pruned
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,7 @@ class BlockSpec:
     returns: tuple[str, ...]  # streams the forward returns, in order (one name: the forward returns a tensor)
     program: Program | None = None  # None: served at block granularity only
     positional: tuple[str, ...] = ()  # names of the positional arguments of a ``forward(*args, **kwargs)`` wrapper
+    references: References = References.AFTER  # where reference tokens sit in the image-bearing streams
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -135,6 +144,7 @@ class Family:
     # one size per patched latent dim, or one attribute path per patched latent dim (Cosmos: temporal, spatial, spatial)
     patch: str | tuple[str, ...] = "patch_size"
     notes: tuple[str, ...] = field(default=())  # what a user should know (e.g. what is served at block granularity)
+    variants: tuple[Variant, ...] = ()  # records for models of these classes built another way (first match wins)
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -144,13 +154,43 @@ class Family:
             names.extend(m for m in spec.modules if m not in names)
         return tuple(names)
 
+    def resolved(self, diffusion_model: object) -> Family:
+        """The record for this diffusion model: its first variant whose attribute holds, else this one."""
+        for variant in self.variants:
+            if variant.holds(diffusion_model):
+                return variant.family
+        return self
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The record of a family's models whose attribute ``when`` (a dotted path from the diffusion model, e.g.
+    ``"double_blocks.0.flipped_img_txt"``) exists and is truthy: a ComfyUI version may build the same model class with
+    another token order, which the blocks' own attributes tell (the behavioural check cannot see a wrong role in a
+    fused block). The variant keeps the family's name and layout, so profiles carry over."""
+
+    when: str
+    family: Family
+
+    def holds(self, diffusion_model: object) -> bool:
+        value: object = diffusion_model
+        for name in self.when.split("."):
+            value = getattr(value, name, None)
+            if value is None:
+                return False
+        return bool(value)
+
 
 def patched_tokens(latent_shape: Sequence[int], patch: int | Sequence[int]) -> int:
     """Image tokens of a latent (B, C, *dims) patched by ``patch`` (ComfyUI pads every patched dim up to a multiple
-    of its patch size): the product of ``ceil(dim / p)`` over the last ``len(patch)`` dims (2 for an int)."""
+    of its patch size): the product of ``ceil(dim / p)`` over the last ``len(patch)`` dims (2 for an int), times the
+    dims before them, whose every entry is a token row of its own (Qwen-Image's frame axis: 1, or its layers)."""
     sizes = (int(patch),) * 2 if isinstance(patch, int) else tuple(int(p) for p in patch)
-    dims = tuple(int(d) for d in latent_shape[2:])[-len(sizes) :]
+    dims = tuple(int(d) for d in latent_shape[2:])
+    patched = dims[-len(sizes) :]
     tokens = 1
-    for d, p in zip(dims, sizes[-len(dims) :], strict=True):
+    for d in dims[: len(dims) - len(patched)]:
+        tokens *= d
+    for d, p in zip(patched, sizes[len(sizes) - len(patched) :], strict=True):
         tokens *= -(-d // max(p, 1))
     return tokens

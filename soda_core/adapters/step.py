@@ -18,7 +18,7 @@ import torch
 
 from ..accounting import FlopMeter
 from ..tokens import TokenLayout, TokenScore, recompute_positions, token_count, token_scores
-from .spec import AUTO, BlockSpec, Role
+from .spec import AUTO, BlockSpec, References, Role
 
 
 Tensor = torch.Tensor
@@ -117,22 +117,28 @@ class BlockCall:
 
 def stream_layouts(call: BlockCall, image: int, text: int) -> dict[str, TokenLayout]:
     """Token layout of each input stream of a call: ``image`` image tokens (from the latent), ``text`` text tokens
-    (of the call's text stream), the rest of an image stream being reference tokens."""
+    (of the call's text stream), the rest of an image stream being reference tokens, placed as the block's spec says
+    (``spec.References``; mixed in among the image tokens, none of them can be pruned)."""
     layouts: dict[str, TokenLayout] = {}
+    references = call.spec.references
     for name, tensor in call.inputs().items():
         if tensor.dim() < 3:
             continue  # not a token sequence
         n, role = token_count(tensor), call.spec.streams.get(name, Role.IMAGE)
         if role is Role.TEXT:
             layouts[name] = TokenLayout(text=n, image=0)
-        elif role is Role.IMAGE:
-            layouts[name] = TokenLayout(text=0, image=min(image, n), reference=max(n - image, 0))
-        else:
-            t = min(text, n)
-            i = min(image, n - t)
-            layouts[name] = TokenLayout(
-                text=t, image=i, reference=n - t - i, image_first=role is Role.JOINT_IMAGE_FIRST
-            )
+            continue
+        t = 0 if role is Role.IMAGE else min(text, n)
+        i = min(image, n - t)
+        if references is References.MIXED and n - t - i > 0:
+            i = 0
+        layouts[name] = TokenLayout(
+            text=t,
+            image=i,
+            reference=n - t - i,
+            image_first=role is Role.JOINT_IMAGE_FIRST,
+            reference_first=references is References.BEFORE,
+        )
     return layouts
 
 
@@ -146,7 +152,10 @@ def joint_layout(parts: Sequence[TokenLayout]) -> TokenLayout:
     image_first = first_image is not None and (
         parts[first_image].image_first or (first_text is not None and first_image < first_text)
     )
-    return TokenLayout(text=text, image=image, reference=reference, image_first=image_first)
+    reference_first = first_image is not None and parts[first_image].reference_first
+    return TokenLayout(
+        text=text, image=image, reference=reference, image_first=image_first, reference_first=reference_first
+    )
 
 
 @dataclass

@@ -9,6 +9,7 @@ loaded through ``comfy.sd.load_diffusion_model`` (what ComfyUI's UNETLoader node
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ class TinyFamily:
     words: int = 6  # text tokens of the positive prompt
     block_params: str = "blocks"  # in the names of its blocks' parameters (the LoRA test patches one of them)
     weight_buffers: tuple[str, ...] = ()  # buffers that hold checkpoint weights (built empty, e.g. SD3's pos_embed)
+    batches: bool = True  # ComfyUI itself samples it with more than one row (cond and uncond, or two samples)
+    requires: str = ""  # "module:attribute" the running ComfyUI must have (a variant only newer versions build)
     tags: frozenset[str] = field(default_factory=frozenset)
     # ComfyUI versions whose block code the module program cannot serve (the behavioural check falls back to block
     # granularity with one warning per block class), e.g. Wan S2V on 0.3.75, whose blocks get no transformer_options
@@ -46,7 +49,15 @@ class TinyFamily:
     def available(self) -> bool:
         import comfy.supported_models
 
-        return hasattr(comfy.supported_models, self.model_class)
+        if not hasattr(comfy.supported_models, self.model_class):
+            return False
+        if not self.requires:
+            return True
+        module, _, attribute = self.requires.partition(":")
+        try:
+            return hasattr(importlib.import_module(module), attribute)
+        except ImportError:
+            return False
 
     def falls_back(self) -> bool:
         from comfyui_soda.nodes.patching import comfy_version
@@ -55,9 +66,9 @@ class TinyFamily:
 
 
 def _families() -> tuple[TinyFamily, ...]:
-    from . import flux, mmdit, video
+    from . import dualstream, flux, mmdit, video
 
-    return (*flux.FAMILIES, *mmdit.FAMILIES, *video.FAMILIES)
+    return (*flux.FAMILIES, *mmdit.FAMILIES, *video.FAMILIES, *dualstream.FAMILIES)
 
 
 def available() -> list[TinyFamily]:
