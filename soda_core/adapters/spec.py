@@ -110,7 +110,7 @@ class BlockSpec:
     """One kind of block: where its instances are and how a call of one passes its token streams."""
 
     kind: str  # the layout's name for it (profiles store it), e.g. "double_block"
-    blocks: str  # attribute of the diffusion model holding the blocks (a ModuleList)
+    blocks: str  # attribute of the diffusion model holding the blocks (a ModuleList), or a dotted path to it
     streams: dict[str, Role]  # forward parameter -> role of the tokens it holds
     returns: tuple[str, ...]  # streams the forward returns, in order (one name: the forward returns a tensor)
     program: Program | None = None  # None: served at block granularity only
