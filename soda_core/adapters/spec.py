@@ -23,6 +23,7 @@ Three patterns cover ComfyUI's DiTs (``patterns/``):
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -141,10 +142,12 @@ class Family:
 
 def patched_tokens(latent_shape: Sequence[int], patch: int | Sequence[int]) -> int:
     """Image tokens of a latent (B, C, *dims) patched by ``patch`` (ComfyUI pads every patched dim up to a multiple
-    of its patch size): the product of ``ceil(dim / p)`` over the last ``len(patch)`` dims (2 for an int)."""
+    of its patch size): the product of ``ceil(dim / p)`` over the last ``len(patch)`` dims (2 for an int), times the
+    dims before them, which are not patched (the frames of a video latent with a spatial patch size, as Mochi's)."""
     sizes = (int(patch),) * 2 if isinstance(patch, int) else tuple(int(p) for p in patch)
-    dims = tuple(int(d) for d in latent_shape[2:])[-len(sizes) :]
-    tokens = 1
+    every = tuple(int(d) for d in latent_shape[2:])
+    dims, leading = every[-len(sizes) :], every[: max(len(every) - len(sizes), 0)]
+    tokens = math.prod(leading)
     for d, p in zip(dims, sizes[-len(dims) :], strict=True):
         tokens *= -(-d // max(p, 1))
     return tokens
