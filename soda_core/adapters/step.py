@@ -63,7 +63,8 @@ class BlockCall:
 
     def outputs(self, out: Any) -> dict[str, Tensor]:
         """The stream tensors the call returned, by stream name (``None`` outputs are absent). A discovered block's
-        outputs are named after the first not yet matched tensor argument of the same shape, in order."""
+        outputs are named, in order, after a not yet matched tensor argument of the same shape: of several, the
+        nearest (a block's output stays near its own input: ``x + f(x)``)."""
         if self.spec.returns == (AUTO,):
             return self._matched(out)
         values = (out,) if len(self.spec.returns) == 1 and torch.is_tensor(out) else tuple(out)
@@ -84,7 +85,10 @@ class BlockCall:
         free = dict(self.inputs())
         matched: dict[str, Tensor] = {}
         for i, value in enumerate(values):
-            name = next((n for n, x in free.items() if torch.is_tensor(value) and x.shape == value.shape), None)
+            same = [n for n, x in free.items() if torch.is_tensor(value) and x.shape == value.shape]
+            if len(same) > 1:  # streams of one shape (as many text as image tokens): the nearest input
+                same.sort(key=lambda n: float((value - free[n]).detach().float().norm()))
+            name = same[0] if same else None
             if name is None:
                 matched[f"#{i}"] = value  # an output with no input of its shape: no residual
                 continue

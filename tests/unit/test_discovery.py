@@ -130,3 +130,48 @@ def test_nested_block_lists_are_served_by_their_path():
 
 def test_without_recognisable_attention_the_linear_lists_are_served():
     assert block_lists(HeadsOnly()) == ["layers"]
+
+
+class SwapBlock(nn.Module):
+    """A dual-stream block returning its streams in the other order, both of one shape (Lens, Qwen-Image return
+    ``(txt, img)``; a prompt may have as many tokens as the image)."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.img, self.txt = SelfAttention(dim), SelfAttention(dim)
+
+    def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return txt + 0.1 * self.txt(txt) * vec, img + 0.1 * self.img(img) * vec
+
+
+class SwapModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([SwapBlock()])
+
+
+def _call(block: nn.Module, *args: torch.Tensor):
+    from comfyui_soda.soda_core.adapters.step import BlockCall
+
+    return BlockCall(discover(SwapModel()).blocks[0], block.forward, args, {})
+
+
+@torch.no_grad()
+def test_a_discovered_block_is_recorded_observed_and_reused_in_its_own_return_order():
+    from comfyui_soda.soda_core.adapters.patterns import ResidualProgram
+    from comfyui_soda.soda_core.adapters.step import BlockStep, stream_layouts
+
+    torch.manual_seed(0)
+    block, vec = SwapBlock(), torch.ones(1, 1, 8)
+    img, txt = torch.randn(1, 4, 8), torch.randn(1, 4, 8)
+    call = _call(block, img, txt, vec)
+    assert list(call.outputs(block(img, txt, vec))) == ["txt", "img"]  # same shapes: each matched to its own input
+    program, seen = ResidualProgram(call.spec), []
+    tokens = stream_layouts(call, image=4, text=0)
+    step = BlockStep(0, {"block": 1.0}, {}, tokens, record=True, observe=lambda *a: seen.append(a))
+    program.run(step, call)
+    assert list(step.cache["block"]) == ["txt", "img"] and seen and seen[0][1].shape == (1, 8, 8)
+    img2, txt2 = img + 0.01, txt - 0.01  # the next step's inputs
+    reused = program.run(BlockStep(0, {"block": 0.0}, step.cache, tokens), _call(block, img2, txt2, vec))
+    expected = block(img, txt, vec)
+    assert torch.allclose(reused[0], expected[0] - txt + txt2) and torch.allclose(reused[1], expected[1] - img + img2)
