@@ -35,6 +35,8 @@ class Role(str, enum.Enum):
     IMAGE = "image"  # image tokens, then reference-image tokens (Flux Kontext, Qwen Edit)
     JOINT = "joint"  # text, then image, then reference tokens in one sequence (Flux single blocks)
     JOINT_IMAGE_FIRST = "joint_image_first"  # image, reference, then text tokens (HunyuanVideo single blocks)
+    JOINT_REFERENCE_FIRST = "joint_reference_first"  # text, reference, then image tokens (OmniGen2's layers)
+    REFERENCE = "reference"  # reference-image tokens only (OmniGen2's reference refiner)
 
 
 @dataclass(frozen=True)

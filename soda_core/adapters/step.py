@@ -119,13 +119,19 @@ def stream_layouts(call: BlockCall, image: int, text: int) -> dict[str, TokenLay
         n, role = int(tensor.shape[1]), call.spec.streams.get(name, Role.IMAGE)
         if role is Role.TEXT:
             layouts[name] = TokenLayout(text=n, image=0)
+        elif role is Role.REFERENCE:
+            layouts[name] = TokenLayout(text=0, image=0, reference=n)
         elif role is Role.IMAGE:
             layouts[name] = TokenLayout(text=0, image=min(image, n), reference=max(n - image, 0))
         else:
             t = min(text, n)
             i = min(image, n - t)
             layouts[name] = TokenLayout(
-                text=t, image=i, reference=n - t - i, image_first=role is Role.JOINT_IMAGE_FIRST
+                text=t,
+                image=i,
+                reference=n - t - i,
+                image_first=role is Role.JOINT_IMAGE_FIRST,
+                reference_first=role is Role.JOINT_REFERENCE_FIRST,
             )
     return layouts
 
@@ -140,7 +146,13 @@ def joint_layout(parts: Sequence[TokenLayout]) -> TokenLayout:
     image_first = first_image is not None and (
         parts[first_image].image_first or (first_text is not None and first_image < first_text)
     )
-    return TokenLayout(text=text, image=image, reference=reference, image_first=image_first)
+    first_reference = next((i for i, p in enumerate(parts) if p.reference and not p.image), None)
+    reference_first = first_image is not None and (
+        parts[first_image].reference_first or (first_reference is not None and first_reference < first_image)
+    )
+    return TokenLayout(
+        text=text, image=image, reference=reference, image_first=image_first, reference_first=reference_first
+    )
 
 
 @dataclass
