@@ -47,6 +47,14 @@ def _replace_first(args: tuple[Any, ...], kwargs: dict[str, Any], x: Tensor) -> 
     return args, kwargs
 
 
+def _within(positions: Tensor, tokens: int) -> Tensor:
+    """The joint positions (B, n) an attention over ``tokens`` queries holds: a block may attend over a prefix of
+    its module's joint tokens (Mochi leaves out the text padding after the image and prompt tokens)."""
+    if positions.numel() == 0 or int(positions.max()) < tokens:
+        return positions
+    return positions[positions < tokens].view(positions.shape[0], -1)  # every row drops the same trailing tokens
+
+
 class SubmoduleProgram:
     def __init__(self, spec: Submodules) -> None:
         self.spec = spec
@@ -112,7 +120,7 @@ class SubmoduleProgram:
             share = layout.image / max(layout.total, 1) if owner.name in self.partial and owner.inputs else 0.0
             step.meter.enter(owner.name, share)
         if ratio < 1.0 and owner.inputs and owner.name in self.partial:
-            out = call.on_queries(step.joint_positions(owner.name, owner.streams, ratio))
+            out = call.on_queries(_within(step.joint_positions(owner.name, owner.streams, ratio), call.query_tokens))
         else:
             out = call.run()
         if step.meter is not None:
