@@ -112,11 +112,17 @@ def block_lists(model: torch.nn.Module) -> list[str]:
     return [path for depth, path, _ in chosen if depth == shallowest]
 
 
+_SPECS: dict[tuple[str, str], BlockSpec] = {}
+
+
+def _spec(model_class: str, path: str) -> BlockSpec:
+    """One spec object per (model class, list) in a process: verdicts of the behavioural check are kept per spec."""
+    return _SPECS.setdefault((model_class, path), BlockSpec(kind=path, blocks=path, streams={}, returns=(AUTO,)))
+
+
 def discover(diffusion_model: torch.nn.Module) -> Family:
     name = _qualified(type(diffusion_model))
-    specs = tuple(
-        BlockSpec(kind=path, blocks=path, streams={}, returns=(AUTO,)) for path in block_lists(diffusion_model)
-    )
+    specs = tuple(_spec(name, path) for path in block_lists(diffusion_model))
     listed = ", ".join(
         f"{s.blocks} ({len(_list(diffusion_model, s))} x {type(_list(diffusion_model, s)[0]).__name__})" for s in specs
     )

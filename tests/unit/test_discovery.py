@@ -126,6 +126,7 @@ def test_nested_block_lists_are_served_by_their_path():
     assert all(layer.block is model.transformer.layers[i] for i, layer in enumerate(served.layers))
     assert served.layout.modules == ("block",)
     assert "transformer.layers (3 x Block)" in discover(model).notes[0]
+    assert discover(Nested()).blocks[0] is served.family.blocks[0]  # the check's verdicts are kept per spec
 
 
 def test_without_recognisable_attention_the_linear_lists_are_served():
