@@ -47,6 +47,13 @@ def _replace_first(args: tuple[Any, ...], kwargs: dict[str, Any], x: Tensor) -> 
     return args, kwargs
 
 
+def joint_tokens(parts: list[Tensor]) -> Tensor:
+    """Per-stream outputs (B, N_s, C_s) concatenated along tokens (B, N, C); a narrower stream (Mochi's text, 1536
+    wide beside 3072) is zero-padded to the widest, which adds nothing to an output's norm or to any difference."""
+    width = max(p.shape[-1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[-1])) for p in parts], dim=1)
+
+
 def _within(positions: Tensor, tokens: int) -> Tensor:
     """The joint positions (B, n) an attention over ``tokens`` queries holds: a block may attend over a prefix of
     its module's joint tokens (Mochi leaves out the text padding after the image and prompt tokens)."""
@@ -88,7 +95,7 @@ class SubmoduleProgram:
                 step.cache[module.name] = fresh
             if step.observe is not None:
                 streams = [s for s in module.streams if s in fresh]
-                output = torch.cat([fresh[s] for s in streams], dim=1)  # (B, N, C) in joint order
+                output = joint_tokens([fresh[s] for s in streams])  # (B, N, C) in joint order
                 scores = step.joint_scores(module.name, streams, output.shape[0])
                 step.observe(module.name, output, scores, step.layout_of(streams))
         return out

@@ -1,5 +1,6 @@
-"""Partial attention of a module whose attention sees a prefix of its joint tokens (Mochi attends over the image
-tokens and the prompt's real tokens, not the text padding): only the queries that exist are gathered."""
+"""Mochi's joint blocks in the submodule pattern: partial attention of a module whose attention sees a prefix of its
+joint tokens (the image tokens and the prompt's real tokens, not the text padding) gathers only the queries that
+exist, and streams of different widths are joined along tokens."""
 
 from __future__ import annotations
 
@@ -44,3 +45,15 @@ def test_partial_attention_over_a_prefix_of_the_joint_tokens():
     assert out.shape == full.shape
     assert torch.allclose(out[:, :, recomputed], full[:, :, recomputed], atol=1e-6)
     assert not out[:, :, : IMAGE // 2].any()
+
+
+def test_streams_of_different_widths_are_joined_along_tokens():
+    from comfyui_soda.soda_core.adapters.patterns.submodules import joint_tokens
+
+    image, text = torch.randn(2, IMAGE, 8), torch.randn(2, TEXT, 4)  # Mochi: the text stream is narrower
+    joined = joint_tokens([image, text])
+    assert joined.shape == (2, IMAGE + TEXT, 8)
+    assert torch.equal(joined[:, :IMAGE], image) and torch.equal(joined[:, IMAGE:, :4], text)
+    assert not joined[:, IMAGE:, 4:].any()
+    other = joint_tokens([image + 1, text + 1])
+    assert torch.isclose((joined - other).norm() ** 2, (image - image - 1).norm() ** 2 + (text - text - 1).norm() ** 2)
