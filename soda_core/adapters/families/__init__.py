@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..spec import Family
+from . import others
 from .flux import CHROMA, FLUX
 
 
-FAMILIES: tuple[Family, ...] = (FLUX, CHROMA)
+FAMILIES: tuple[Family, ...] = (FLUX, CHROMA, *others.FAMILIES)
