@@ -37,6 +37,9 @@ class TinyFamily:
     kinds: tuple[str, ...] = ()  # block kinds of the layout, in order
     words: int = 6  # text tokens of the positive prompt
     tags: frozenset[str] = field(default_factory=frozenset)
+    cfg: float = 1.0  # CFG scale of the test runs (a model that batches cond and uncond itself needs > 1)
+    reduced: bool = False  # served at block granularity: no pruning variant, no LoRA test (same code path)
+    model_weights: Callable[[], dict[str, Any]] | None = None  # what get_model loads besides the diffusion model
 
     def available(self) -> bool:
         import comfy.supported_models
@@ -45,9 +48,9 @@ class TinyFamily:
 
 
 def _families() -> tuple[TinyFamily, ...]:
-    from . import flux
+    from . import flux, others
 
-    return (*flux.FAMILIES,)
+    return (*flux.FAMILIES, *others.FAMILIES)
 
 
 def available() -> list[TinyFamily]:
@@ -68,7 +71,11 @@ def build(family: TinyFamily, seed: int = 0, folder: Path | None = None) -> Any:
     from comfyui_soda.nodes.reference_model import build_diffusion_model
     from comfyui_soda.soda_core.weights import seed_parameters
 
-    model = build_diffusion_model(family.model_class, family.unet_config)
+    model = (
+        _with_weights(family)
+        if family.model_weights
+        else build_diffusion_model(family.model_class, family.unet_config)
+    )
     seed_parameters(model.diffusion_model, seed)
     if family.detectable and folder is not None:
         path = folder / f"{family.name}.safetensors"
@@ -84,6 +91,16 @@ def build(family: TinyFamily, seed: int = 0, folder: Path | None = None) -> Any:
     )
 
 
+def _with_weights(family: TinyFamily) -> Any:
+    """A model whose ``get_model`` loads weights of its own (Stable Audio's seconds embedders), in float32."""
+    import comfy.supported_models
+
+    assert family.model_weights is not None
+    model_config = getattr(comfy.supported_models, family.model_class)(family.unet_config)
+    model_config.set_inference_dtype(torch.float32, None)
+    return model_config.get_model(family.model_weights())
+
+
 def conditioning(family: TinyFamily, seed: int, words: int | None = None, batch: int = 1) -> Conditioning:
     cond = randn(seed, 1, family.words if words is None else words, family.context)
     return [[cond, family.extras(seed + 1000, 1)]]
@@ -93,7 +110,7 @@ def sample(
     patcher: Any,
     family: TinyFamily,
     steps: int = 6,
-    cfg: float = 1.0,
+    cfg: float | None = None,
     seed: int = 0,
     batch: int = 1,
     negative_words: int | None = None,
@@ -109,7 +126,7 @@ def sample(
         patcher,
         noise,
         steps,
-        cfg,
+        family.cfg if cfg is None else cfg,
         sampler,
         scheduler,
         conditioning(family, 1),
