@@ -3,9 +3,9 @@
 A module output is kept in its *joint token order*: the tokens of its streams concatenated in the order the module's
 record lists them (``adapters.spec``). Text tokens come first for most families (Flux, SD3, Qwen-Image); a module
 may also hold image tokens first (``TokenLayout.image_first``) or image tokens only (Wan). Reference-image tokens
-follow the image tokens of their stream (Flux Kontext, Qwen Edit) or precede them (``TokenLayout.reference_first``,
-HunyuanVideo's ref_latent). Only image tokens are ever pruned; text and reference tokens are always recomputed on a
-partial step.
+follow the image tokens of their stream (Flux Kontext, Qwen Edit) or precede them (``TokenLayout.reference_first``:
+HunyuanVideo's ref_latent, OmniGen2). Only image tokens are ever pruned; text and reference tokens are always
+recomputed on a partial step.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ class TokenScore(str, enum.Enum):
 @dataclass(frozen=True)
 class TokenLayout:
     """Token counts of one module output in joint order: ``[text][image][reference]``, or with ``image_first``
-    ``[image][reference][text]``; ``reference_first`` puts the reference tokens before the image tokens."""
+    ``[image][reference][text]``; ``reference_first`` puts the reference tokens before the image tokens
+    (``[text][reference][image]``: HunyuanVideo's ref_latent, OmniGen2)."""
 
     text: int
     image: int

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -79,7 +79,7 @@ def serve(diffusion_model: torch.nn.Module, granularity: Granularity = Granulari
     family = family_for(diffusion_model)
     layers: list[Layer] = []
     for spec in family.blocks:
-        blocks = getattr(diffusion_model, spec.blocks)
+        blocks = cast(torch.nn.ModuleList, diffusion_model.get_submodule(spec.blocks))  # may be a dotted path
         layers.extend(Layer(BlockRef(spec.kind, i), spec, f"{spec.blocks}.{i}", b) for i, b in enumerate(blocks))
     modules = family.modules
     if granularity is Granularity.BLOCK or not modules:

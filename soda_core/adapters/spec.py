@@ -23,6 +23,7 @@ Three patterns cover ComfyUI's DiTs (``patterns/``):
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -34,6 +35,8 @@ class Role(str, enum.Enum):
     IMAGE = "image"  # image tokens, then reference-image tokens (Flux Kontext, Qwen Edit; see ``References``)
     JOINT = "joint"  # text, then image, then reference tokens in one sequence (Flux single blocks)
     JOINT_IMAGE_FIRST = "joint_image_first"  # image, reference, then text tokens (HunyuanVideo single blocks)
+    JOINT_REFERENCE_FIRST = "joint_reference_first"  # text, reference, then image tokens (OmniGen2's layers)
+    REFERENCE = "reference"  # reference-image tokens only (OmniGen2's reference refiner)
 
 
 class References(str, enum.Enum):
@@ -121,7 +124,7 @@ class BlockSpec:
     """One kind of block: where its instances are and how a call of one passes its token streams."""
 
     kind: str  # the layout's name for it (profiles store it), e.g. "double_block"
-    blocks: str  # attribute of the diffusion model holding the blocks (a ModuleList)
+    blocks: str  # attribute of the diffusion model holding the blocks (a ModuleList), or a dotted path to it
     streams: dict[str, Role]  # forward parameter -> role of the tokens it holds
     returns: tuple[str, ...]  # streams the forward returns, in order (one name: the forward returns a tensor)
     program: Program | None = None  # None: served at block granularity only
@@ -184,13 +187,11 @@ class Variant:
 def patched_tokens(latent_shape: Sequence[int], patch: int | Sequence[int]) -> int:
     """Image tokens of a latent (B, C, *dims) patched by ``patch`` (ComfyUI pads every patched dim up to a multiple
     of its patch size): the product of ``ceil(dim / p)`` over the last ``len(patch)`` dims (2 for an int), times the
-    dims before them, whose every entry is a token row of its own (Qwen-Image's frame axis: 1, or its layers)."""
+    dims before them, which are not patched (the frames of a video latent with a spatial patch size, as Mochi's)."""
     sizes = (int(patch),) * 2 if isinstance(patch, int) else tuple(int(p) for p in patch)
-    dims = tuple(int(d) for d in latent_shape[2:])
-    patched = dims[-len(sizes) :]
-    tokens = 1
-    for d in dims[: len(dims) - len(patched)]:
-        tokens *= d
-    for d, p in zip(patched, sizes[len(sizes) - len(patched) :], strict=True):
+    every = tuple(int(d) for d in latent_shape[2:])
+    dims, leading = every[-len(sizes) :], every[: max(len(every) - len(sizes), 0)]
+    tokens = math.prod(leading)
+    for d, p in zip(dims, sizes[-len(dims) :], strict=True):
         tokens *= -(-d // max(p, 1))
     return tokens

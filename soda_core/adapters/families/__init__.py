@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..spec import Family
+from . import others
 from .dualstream import HIDREAM, HUNYUAN_VIDEO, LUMINA2, QWEN_IMAGE
 from .flux import CHROMA, FLUX
 from .mmdit import AURAFLOW, HUNYUAN_DIT, PIXART, SD3
@@ -24,5 +25,6 @@ FAMILIES: tuple[Family, ...] = (
     HUNYUAN_VIDEO,
     LUMINA2,
     HIDREAM,
+    *others.FAMILIES,
     *UNSERVED,
 )

@@ -174,7 +174,6 @@ FAMILIES: tuple[TinyFamily, ...] = (
         (16, 16, 16),
         64,
         kinds=("context_refiner", "noise_refiner", "block"),
-        block_params="layers.",
     ),
     TinyFamily(
         "zimage",
@@ -201,7 +200,6 @@ FAMILIES: tuple[TinyFamily, ...] = (
         (16, 12, 12),  # 36 image tokens, padded to 64; the caption is padded to 32
         64,
         kinds=("context_refiner", "noise_refiner", "block"),
-        block_params="layers.",
     ),
     TinyFamily(
         "hidream", "HiDream", HIDREAM_CONFIG, (16, 16, 16), 64, _hidream, kinds=("double_block", "single_block")
