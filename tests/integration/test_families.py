@@ -168,3 +168,42 @@ def test_a_lora_style_weight_patch_still_acts(family, model, profiled):
     expected = tiny.sample(lora, family, steps=STEPS)
     assert not torch.equal(expected, tiny.sample(model, family, steps=STEPS))
     assert torch.equal(tiny.sample(_patched(lora, _plan(profile, 1.0)), family, steps=STEPS), expected)
+
+
+def test_the_readme_row_is_what_this_run_served(family, model, profiled):
+    """The README's family table (scripts/family_table.py) says what the run served: the layout's modules, the
+    modules whose partial recompute survived the behavioural check, and this ComfyUI's column."""
+    from family_table import BLOCK, NO, README, YES, parse
+
+    from comfyui_soda.nodes.patching import comfy_version
+    from comfyui_soda.soda_core.adapters import serve
+    from comfyui_soda.soda_core.adapters.check import known_verdict
+
+    row = parse(README.read_text())[family.name].cells
+    profile, _, _ = profiled
+    served = serve(model.get_model_object("diffusion_model"))
+    verdicts = [known_verdict(layer, served.granularity) for layer in served.layers]
+    programs = [v.program for v in verdicts if v is not None and v.program is not None]
+    modular = profile.layout.modules != ("block",)
+    partial = [m for m in profile.layout.modules if any(m in p.partial for p in programs)] if modular else []
+    expected = {
+        "Module cache": ", ".join(profile.layout.modules) if modular else NO,
+        "Token recompute": ", ".join(partial) or NO,
+        "Block cache": YES,
+        f"ComfyUI {comfy_version()}": BLOCK if family.falls_back() else YES,
+    }
+    if family.falls_back():  # the table shows the record; this version's column says the check served blocks
+        expected = {k: v for k, v in expected.items() if k.startswith("ComfyUI") or k == "Block cache"}
+    assert {k: row[k] for k in expected} == expected
+
+
+def test_the_readme_says_where_a_model_class_is_missing(comfy):
+    """A family whose class this ComfyUI lacks is '–' in its column (its tests were skipped here)."""
+    from family_table import NO, README, parse
+
+    from comfyui_soda.nodes.patching import comfy_version
+
+    rows = parse(README.read_text())
+    assert set(rows) == {f.name for f in tiny.FAMILIES}
+    missing = {f.name for f in tiny.FAMILIES if not f.available()}
+    assert {name for name, row in rows.items() if row.cells[f"ComfyUI {comfy_version()}"] == NO} == missing

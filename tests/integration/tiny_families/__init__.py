@@ -61,6 +61,13 @@ class TinyFamily:
         except ImportError:
             return False
 
+    @property
+    def title(self) -> str:
+        """What users call the model (the README's family table)."""
+        from .titles import TITLES
+
+        return TITLES.get(self.name, self.name)
+
     def falls_back(self) -> bool:
         from comfyui_soda.nodes.patching import comfy_version
 
