@@ -15,7 +15,16 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from comfy_env import comfyui_dir, import_comfy, register_pack  # noqa: E402
 
 
-__all__ = ["ROOT", "comfyui_dir", "hardware", "import_comfy", "load_average", "quickstart_inputs", "register_pack", "setup"]
+__all__ = [
+    "ROOT",
+    "comfyui_dir",
+    "hardware",
+    "import_comfy",
+    "load_average",
+    "quickstart_inputs",
+    "register_pack",
+    "setup",
+]
 
 
 def setup() -> None:
