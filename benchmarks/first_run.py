@@ -1,12 +1,13 @@
-"""What SODA Accelerate costs on its first run and saves on later ones, on the embedded reference model (the quick
-start's run: 100 digits, 16x16 latents, 20 steps euler/simple, cfg 1).
+"""What SODA Accelerate costs on its first run and saves on later ones, on a benchmark setting
+(``benchmarks/settings.py``: ``reference``, the trained digits model at batch 50; ``flux160m``, a 163M Flux with 1024
+image tokens), 20 steps euler/simple, cfg 1.
 
 Each repeat times, interleaved in one process: the unpatched model; SODA Accelerate's first run of a fresh setting
 (profiling at full compute, the profile stored in a fresh folder); its second run (accelerated from that profile).
 Reported: the median over repeats of first-run / plain and plain / second-run, their spread, and whether the first
 run's image is the plain image bit for bit.
 
-    python benchmarks/first_run.py [--repeats 5] [--speedup 2.0] [--out benchmarks/results/first_run.json]
+    python benchmarks/first_run.py [--setting flux160m] [--repeats 5] [--speedup 2.0] [--out ...json]
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ logger = logging.getLogger("benchmarks.first_run")
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setting", choices=("reference", "flux160m"), default="reference")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--speedup", type=float, default=2.0)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=env.ROOT / "benchmarks" / "results" / "first_run.json")
+    parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/first_run_<setting>.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     env.setup()
@@ -44,9 +46,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     import folder_paths
     import torch
 
+    from benchmarks.settings import SETTINGS
     from comfyui_soda.nodes.accelerate import SODAAccelerate
 
-    model, positive, _, latent = env.quickstart_inputs()
+    setting = SETTINGS[args.setting]
+    model, positive, _ = setting.build()
+    latent = torch.zeros(setting.latent_shape)
+    out_path = args.out or env.ROOT / "benchmarks" / "results" / f"first_run_{args.setting}.json"
     noise = comfy.sample.prepare_noise(latent, 0)
 
     def timed(m: object) -> tuple[float, torch.Tensor]:
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     result: dict[str, object] = {
         "command": "python benchmarks/first_run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "setting": {"model": "embedded reference model", "latents": list(latent.shape), "steps": args.steps},
+        "setting": {"name": args.setting, "latents": list(latent.shape), "steps": args.steps},
         "speedup": args.speedup,
         "first_run_cost_in_plain_runs": summary("first_over_plain"),
         "later_runs_wall_speedup": summary("plain_over_second"),
@@ -98,11 +104,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "repeats": rows,
         "hardware": env.hardware(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
     logger.info("first run %.2fx a plain run (median of %d), later runs %.2fx faster; wrote %s",
                 result["first_run_cost_in_plain_runs"]["median"], args.repeats,  # type: ignore[index]
-                result["later_runs_wall_speedup"]["median"], args.out)  # type: ignore[index]  # fmt: skip
+                result["later_runs_wall_speedup"]["median"], out_path)  # type: ignore[index]  # fmt: skip
     return result
 
 
