@@ -13,10 +13,11 @@ from ..soda_core.profile import SensitivityProfile
 from ..soda_core.profiler import ProfileConfig
 from ..soda_core.tokens import TokenScore
 from ..soda_core.validation import check_denoise, check_ratio_bounds
-from .inputs import SodaNode, checked, known
+from .inputs import ADVANCED, SodaNode, checked, known
 from .patching import SodaHook, install, prepare
 from .plots import schedule_plot, sensitivity_heatmap
 from .profiling import SamplingSettings, profile_model
+from .text_lines import report_text
 
 
 CATEGORY = "sampling/soda"
@@ -104,6 +105,7 @@ class SODAProfileSensitivity(SodaNode):
                     min=1,
                     max=64,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Sampling runs to average over, with seeds seed, seed+1, ... "
                     "More runs give a steadier profile; each costs one full sampling run.",
                 ),
@@ -113,6 +115,7 @@ class SODAProfileSensitivity(SodaNode):
                     min=1,
                     max=32,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Longest reuse distance measured (K). Schedules never reuse a "
                     "cache older than this. Memory grows linearly with it.",
                 ),
@@ -121,6 +124,7 @@ class SODAProfileSensitivity(SodaNode):
                     options=[s.value for s in TokenScore],
                     default="mean",
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) How tokens are ranked for recompute: mean of the module's "
                     "input features per token, or mean of their absolute values.",
                 ),
@@ -131,6 +135,7 @@ class SODAProfileSensitivity(SodaNode):
                     max=1e6,
                     step=16.0,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Upper bound for every buffer profiling holds (recent module outputs or "
                     "their sketches, sums, working copies). Profiling refuses to start when it would need more.",
                 ),
@@ -140,6 +145,7 @@ class SODAProfileSensitivity(SodaNode):
                     min=0,
                     max=4096,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Numbers kept per token of each module output while profiling (a fixed "
                     "seeded random projection). 0 keeps the outputs whole: exact, about 48x more memory at Flux width. "
                     "The error of the measured sensitivities shrinks like 1/sqrt(sketch_dim); 8 is the least.",
@@ -247,6 +253,7 @@ class SODAPlanSchedule(SodaNode):
                     "prune_attention",
                     default=False,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Also recompute attention for selected queries (against all "
                     "keys). Off: attention is reused whole and only MLPs are partially "
                     "recomputed, as in ToCa.",
@@ -258,6 +265,7 @@ class SODAPlanSchedule(SodaNode):
                     max=100.0,
                     step=0.1,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) λ in r = clip(λ·E_c + β): how strongly the recompute share "
                     "follows the caching error. β is solved to meet the target.",
                 ),
@@ -268,6 +276,7 @@ class SODAPlanSchedule(SodaNode):
                     max=1.0,
                     step=0.01,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Below this recompute share a module is reused whole (above 0, at most "
                     "ratio_max).",
                 ),
@@ -278,12 +287,14 @@ class SODAPlanSchedule(SodaNode):
                     max=1.0,
                     step=0.01,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Largest share of image tokens recomputed on a reuse step.",
                 ),
                 io.Boolean.Input(
                     "joint_cost",
                     default=False,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Let the step planner count the pruning error where pruning "
                     "beats caching (beyond the paper; see the benchmark).",
                 ),
@@ -340,7 +351,7 @@ class SODAPlanSchedule(SodaNode):
         )
         soda_plan = plan_schedule(profile, config, prune_attention)
         image, _ = schedule_plot(soda_plan.schedule, profile)
-        summary = describe_plan(soda_plan)
+        summary = report_text(describe_plan(soda_plan).splitlines())  # one list line each: lines in the UI
         return io.NodeOutput(soda_plan, image, summary, ui={"text": [summary]})
 
 

@@ -14,7 +14,8 @@ values of every token for attention): ``cost(r) = fixed + r * per_ratio``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -64,6 +65,15 @@ class FlopMeter:
         """The innermost call ends; ``at_least``: its FLOPs by shape, used when the counter saw none."""
         self._charge(at_least)
         self._stack.pop()
+
+    @contextlib.contextmanager
+    def ignoring(self) -> Iterator[None]:
+        """FLOPs counted inside this block are nobody's (the profiler's observer: sketches and sums)."""
+        self._charge()
+        try:
+            yield
+        finally:
+            self._last = float(self._total())
 
     def costs(self) -> ModuleCosts:
         self._charge()
@@ -125,15 +135,19 @@ class FlopLedger:
                 self.partial_modules += 1
 
     def flop_model(self, layout: ModelLayout) -> FlopModel:
-        """The per-batch-row FlopModel of the shapes this run measured (first shape of every layer), for a profile."""
+        """The per-batch-row FlopModel of the shapes this run measured (first shape of every layer), for a profile.
+
+        Rows are the model call's batch rows: a block may see more (PixelDiT's pixel blocks run on every patch of
+        every sample as one batch), and its FLOPs are still spent once per sample."""
         full = torch.zeros(layout.num_layers, layout.num_modules, dtype=torch.float64)
         fixed, per_ratio = torch.zeros_like(full), torch.zeros_like(full)
         base, seen = 0.0, set()
+        call = next(iter(self.calls.items()), None)
         for (layer, shape), costs in self.blocks.items():
             if layer in seen:
                 continue
             seen.add(layer)
-            rows = shape[0]
+            rows = call[0][0] if call is not None else shape[0]
             for i, m in enumerate(layout.modules):
                 full[layer, i] = costs.full.get(m, 0.0) / rows
                 fixed[layer, i] = costs.fixed.get(m, 0.0) / rows
@@ -145,7 +159,6 @@ class FlopLedger:
                 f"SODA profiling saw {len(seen)} of {layout.num_layers} blocks (never called: {', '.join(missing)}); "
                 "the model's blocks do not match its layout."
             )
-        call = next(iter(self.calls.items()), None)
         if call is not None:
             base += call[1] / call[0][0]
         return FlopModel(full, fixed, per_ratio, base, 0.0)

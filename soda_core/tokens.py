@@ -3,13 +3,15 @@
 A module output is kept in its *joint token order*: the tokens of its streams concatenated in the order the module's
 record lists them (``adapters.spec``). Text tokens come first for most families (Flux, SD3, Qwen-Image); a module
 may also hold image tokens first (``TokenLayout.image_first``) or image tokens only (Wan). Reference-image tokens
-(Flux Kontext, Qwen Edit) follow the image tokens of their stream. Only image tokens are ever pruned; text and
-reference tokens are always recomputed on a partial step.
+follow the image tokens of their stream (Flux Kontext, Qwen Edit) or precede them (``TokenLayout.reference_first``:
+HunyuanVideo's ref_latent, OmniGen2). Only image tokens are ever pruned; text and reference tokens are always
+recomputed on a partial step.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,12 +28,14 @@ class TokenScore(str, enum.Enum):
 @dataclass(frozen=True)
 class TokenLayout:
     """Token counts of one module output in joint order: ``[text][image][reference]``, or with ``image_first``
-    ``[image][reference][text]``."""
+    ``[image][reference][text]``; ``reference_first`` puts the reference tokens before the image tokens
+    (``[text][reference][image]``: HunyuanVideo's ref_latent, OmniGen2)."""
 
     text: int
     image: int
     reference: int = 0
     image_first: bool = False
+    reference_first: bool = False
 
     @property
     def total(self) -> int:
@@ -39,7 +43,7 @@ class TokenLayout:
 
     @property
     def image_start(self) -> int:
-        return 0 if self.image_first else self.text
+        return (0 if self.image_first else self.text) + (self.reference if self.reference_first else 0)
 
     @property
     def image_slice(self) -> slice:
@@ -52,13 +56,25 @@ class TokenLayout:
         return self.text + self.reference
 
 
+def token_count(x: torch.Tensor) -> int:
+    """Tokens of a token tensor: (B, N, C), or (B, *dims, C) whose tokens span several dims (Cosmos' blocks carry
+    (B, T, H, W, C))."""
+    return math.prod(int(d) for d in x.shape[1:-1])
+
+
+def as_tokens(x: torch.Tensor) -> torch.Tensor:
+    """A token tensor (B, *dims, C) as (B, N, C), a view where its strides allow."""
+    return x if x.dim() == 3 else x.reshape(x.shape[0], -1, x.shape[-1])
+
+
 def token_scores(module_input: torch.Tensor, kind: TokenScore, groups: int = 1) -> torch.Tensor:
     """Per-token score of every batch row; the rows of one sample in the ``groups`` CFG chunks of the batch
     (``[cond rows; uncond rows]``, as ComfyUI batches them) share the mean of their scores, so cond and uncond of a
     sample recompute the same tokens while different samples choose their own.
 
-    module_input: (B, N, C) -> (B, N) float32
+    module_input: (B, N, C) or (B, *dims, C) -> (B, N) float32
     """
+    module_input = as_tokens(module_input)
     per_token = module_input.abs().mean(-1) if kind is TokenScore.ABS_MEAN else module_input.mean(-1)  # (B, N)
     per_token = per_token.float()
     if groups > 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -19,7 +19,7 @@ from .families import FAMILIES
 from .spec import BlockSpec, Family, patched_tokens
 
 
-__all__ = ["FAMILIES", "Family", "Layer", "ServedModel", "family_for", "qualified_name", "serve"]
+__all__ = ["FAMILIES", "Family", "Layer", "ServedModel", "family_for", "patch_of", "qualified_name", "serve"]
 
 
 def qualified_name(cls: type) -> str:
@@ -27,11 +27,12 @@ def qualified_name(cls: type) -> str:
 
 
 def family_for(diffusion_model: torch.nn.Module) -> Family:
-    """The record of ``type(diffusion_model)`` (exact class), else a block-granularity family found by discovery."""
+    """The record of ``type(diffusion_model)`` (exact class; the variant its attributes select), else a
+    block-granularity family found by discovery."""
     name = qualified_name(type(diffusion_model))
     for family in FAMILIES:
         if name in family.model_classes:
-            return family
+            return family.resolved(diffusion_model)
     return discover(diffusion_model)
 
 
@@ -78,12 +79,28 @@ def serve(diffusion_model: torch.nn.Module, granularity: Granularity = Granulari
     family = family_for(diffusion_model)
     layers: list[Layer] = []
     for spec in family.blocks:
-        blocks = getattr(diffusion_model, spec.blocks)
+        blocks = cast(torch.nn.ModuleList, diffusion_model.get_submodule(spec.blocks))  # may be a dotted path
         layers.extend(Layer(BlockRef(spec.kind, i), spec, f"{spec.blocks}.{i}", b) for i, b in enumerate(blocks))
     modules = family.modules
     if granularity is Granularity.BLOCK or not modules:
         layout = ModelLayout(tuple(layer.ref for layer in layers), BLOCK_MODULES, Granularity.BLOCK)
     else:
         layout = ModelLayout(tuple(layer.ref for layer in layers), modules, Granularity.MODULE)
-    patch = getattr(diffusion_model, family.patch, 1)
-    return ServedModel(family, tuple(layers), layout, tuple(patch) if isinstance(patch, list | tuple) else patch)
+    return ServedModel(family, tuple(layers), layout, patch_of(diffusion_model, family.patch))
+
+
+def patch_of(diffusion_model: torch.nn.Module, patch: str | tuple[str, ...]) -> int | tuple[int, ...]:
+    """The patch size ``Family.patch`` names on ``diffusion_model`` (1 where an attribute is missing): an int, or one
+    size per patched latent dim, so that 5-D video latents count their frames too (``spec.patched_tokens``)."""
+    if isinstance(patch, tuple):
+        return tuple(int(_attribute(diffusion_model, path)) for path in patch)
+    value = _attribute(diffusion_model, patch)
+    return tuple(int(v) for v in value) if isinstance(value, list | tuple) else int(value)
+
+
+def _attribute(obj: Any, path: str) -> Any:
+    for name in path.split("."):
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return 1
+    return obj

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ...layout import BLOCK_MODULES
-from ...tokens import TokenLayout
+from ...tokens import TokenLayout, as_tokens
 from ..spec import BlockSpec
 from ..step import BlockCall, BlockStep
 from .attention import AttentionCall
@@ -54,11 +54,12 @@ class ResidualProgram:
         if not before:
             return out
         outputs = call.outputs(out)
-        residual = {s: outputs[s] - x for s, x in before.items() if s in outputs and outputs[s].shape == x.shape}
+        # in the order the block returns them: a discovered block's reuse rebuilds its return value from this order
+        residual = {s: y - before[s] for s, y in outputs.items() if s in before and y.shape == before[s].shape}
         if step.record:
             step.cache[BLOCK] = residual
         if step.observe is not None and residual:
-            streams = [s for s in self.spec.streams if s in residual]
+            streams = [s for s in self.spec.streams if s in residual] if self.spec.streams else list(residual)
             for s in streams:
                 step.note_scores(BLOCK, s, before[s])
             output = _joint(residual[s] for s in streams)  # (B, N, C)
@@ -84,7 +85,7 @@ class ResidualProgram:
 
 def _joint(parts: Any) -> Tensor:
     """Streams concatenated along tokens; streams of different widths are flattened into one row per sample."""
-    parts = list(parts)
+    parts = [as_tokens(p) for p in parts]  # (B, N_s, C_s)
     if len({p.shape[-1] for p in parts}) == 1:
         return torch.cat(parts, dim=1)  # (B, N, C)
     return torch.cat([p.flatten(1) for p in parts], dim=1).unsqueeze(1)  # (B, 1, sum N_s C_s)
