@@ -113,7 +113,7 @@ SHORT_SEQUENCE = (
 # The short form re-runs alone the prompts right after an interrupt or a failed run and the first of these kinds.
 SHORT_ALONE_KINDS = ("two-models-1.5-3-b10", "slg-before-soda2-b10-cfg", "slg-after-soda2", "patch3-cfg-rescale")
 LONG_LENGTH = 100
-INTERRUPT_WEIGHT, COMPLETED_WEIGHT = 1, 3  # about one prompt in ten is interrupted, failed or refused
+INTERRUPT_WEIGHT, COMPLETED_WEIGHT = 1, 3  # about one prompt in five is interrupted, failed or refused
 
 
 def long_sequence(length: int = LONG_LENGTH, seed: int = 11) -> tuple[str, ...]:
