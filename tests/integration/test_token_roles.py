@@ -55,11 +55,12 @@ def _layouts_of_one_step(model, family, cond_seed: int, noise_seed: int, monkeyp
 
     from comfyui_soda.nodes.patching import SodaHook, install, prepare
     from comfyui_soda.soda_core import runtime
+    from comfyui_soda.soda_core.policy import FixedPolicy
     from comfyui_soda.soda_core.schedule import Schedule
 
     served = prepare(model)
     patched = model.clone()
-    install(patched, SodaHook(served, lambda sigmas: Schedule.full_compute(served.layout, sigmas)))
+    install(patched, SodaHook(served, FixedPolicy(lambda sigmas: Schedule.full_compute(served.layout, sigmas))))
     seen = []
     original = runtime.stream_layouts
 
