@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import IO, Any, cast
 
 import aiohttp
+from comfy_messages import ComfyServerError, check_history_status, format_execution_error, format_node_errors
 
 from comfy_env import ROOT, comfyui_dir  # scripts/ is on sys.path for every caller
 
@@ -38,10 +39,6 @@ logger = logging.getLogger("comfy_server")
 PACK_DIR_NAME = "comfyui-soda"
 START_TIMEOUT_S = 180.0
 LOG_TAIL_LINES = 60
-
-
-class ComfyServerError(RuntimeError):
-    """The server failed to start, rejected a prompt, or a prompt failed while executing."""
 
 
 def venv_python() -> Path:
@@ -71,31 +68,6 @@ def prepare_base_dir(base_dir: Path, pack_root: Path = ROOT) -> Path:
     if not link.exists():
         link.symlink_to(pack_root.resolve(), target_is_directory=True)
     return base_dir
-
-
-def format_node_errors(body: dict[str, Any]) -> str:
-    """Readable text from the JSON body of a rejected POST /prompt ({"error": ..., "node_errors": ...})."""
-    lines: list[str] = []
-    error = body.get("error")
-    if isinstance(error, dict):
-        lines.append(f"{error.get('message', '')}: {error.get('details', '')}".strip(": "))
-    elif error:
-        lines.append(str(error))
-    for node_id, node_error in (body.get("node_errors") or {}).items():
-        class_type = node_error.get("class_type", "?")
-        for reason in node_error.get("errors", []):
-            lines.append(f"node {node_id} ({class_type}): {reason.get('message', '')}: {reason.get('details', '')}")
-    return "\n".join(lines) or json.dumps(body)
-
-
-def format_execution_error(data: dict[str, Any]) -> str:
-    """Readable text from an ``execution_error`` message (websocket or history status messages)."""
-    traceback_lines = data.get("traceback") or []
-    tail = "".join(traceback_lines[-6:]) if isinstance(traceback_lines, list) else str(traceback_lines)
-    return (
-        f"node {data.get('node_id')} ({data.get('node_type')}) raised {data.get('exception_type')}: "
-        f"{data.get('exception_message', '').strip()}\n{tail}"
-    ).rstrip()
 
 
 class ComfyServer:
@@ -344,19 +316,6 @@ class ComfyServer:
                     raise ComfyServerError(f"prompt {prompt_id} was interrupted at node {data.get('node_id')}")
         logger.info("prompt %s finished in %.2f s", prompt_id, time.monotonic() - started)
         return prompt_id, node_seconds
-
-
-def check_history_status(prompt_id: str, entry: dict[str, Any]) -> None:
-    """Raise with the execution error if a history entry records a failed or interrupted prompt."""
-    status = entry.get("status") or {}
-    if status.get("status_str") == "success" and status.get("completed", True):
-        return
-    for kind, data in status.get("messages", []):
-        if kind == "execution_error":
-            raise ComfyServerError(f"prompt {prompt_id} failed: {format_execution_error(data)}")
-        if kind == "execution_interrupted":
-            raise ComfyServerError(f"prompt {prompt_id} was interrupted at node {data.get('node_id')}")
-    raise ComfyServerError(f"prompt {prompt_id} did not succeed: status {json.dumps(status)[:2000]}")
 
 
 class Stopped(Exception):
