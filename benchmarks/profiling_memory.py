@@ -52,7 +52,9 @@ FLUX_WIDTH = {
     "vec_in_dim": 768,
 }
 QUICK_WIDTH = {"hidden_size": 128, "num_heads": 2, "axes_dim": [16, 24, 24], "context_in_dim": 64, "vec_in_dim": 32}
-FLUX_1024 = {"double_blocks": 19, "single_blocks": 38, "image_tokens": 4096, "text_tokens": 512, "channels": 3072}
+# channels: the widest module output bound the pre-check uses (the served blocks' widest linear, linear1 of the single
+# blocks: 3 * 3072 + 4 * 3072)
+FLUX_1024 = {"double_blocks": 19, "single_blocks": 38, "image_tokens": 4096, "text_tokens": 512, "channels": 21504}
 
 
 def _rss() -> int:
@@ -123,17 +125,23 @@ def _recording_recorder(observing: bool) -> tuple[type, list[Any]]:
 
 def _run(case: _Case, config: Any, observing: bool = True) -> tuple[Any, float, float, Any]:
     """One profiling run through ``profile_model``: the profile, seconds, peak RSS (MB above its start), recorder."""
-    from comfyui_soda.nodes import profiling
+    from comfyui_soda.soda_core import policy  # ProfilingSession makes the recorder
+    from comfyui_soda.soda_core.profile_checks import ProfileProblems
 
     recording, made = _recording_recorder(observing)
-    original, profiling.SensitivityRecorder = profiling.SensitivityRecorder, recording  # type: ignore[misc]
+    original, policy.SensitivityRecorder = policy.SensitivityRecorder, recording  # type: ignore[misc]
     try:
         rss, started = PeakRss(), time.perf_counter()
         rss.start()
-        profile = case.profile(config)
+        try:
+            profile = case.profile(config)
+        except ProfileProblems:
+            if observing:
+                raise
+            profile = None  # the observe-only run measured nothing, so its profile is refused as empty: expected
         seconds, peak_mb = time.perf_counter() - started, rss.stop()
     finally:
-        profiling.SensitivityRecorder = original  # type: ignore[misc]
+        policy.SensitivityRecorder = original  # type: ignore[misc]
     (recorder,) = made
     made.clear()
     return profile, seconds, peak_mb, recorder
@@ -146,8 +154,11 @@ def _measure(case: _Case, config: Any, plain_peak_mb: float, path_peak_mb: float
 
     profile, seconds, peak_mb, recorder = _run(case, config)
     peak, final, layout = recorder.peak, recorder.held_bytes(), recorder.layout
-    tokens, channels = case.text_tokens + case.image_tokens, case.config["hidden_size"]
-    formula = profiling_memory(layout, config, 1, tokens, channels, 4, case.steps)
+    from comfyui_soda.soda_core.adapters import serve
+
+    channels = serve(case.model.model.diffusion_model).output_width()  # widest module output, as the pre-check
+    tokens = case.text_tokens + case.image_tokens
+    formula = profiling_memory(layout, config, 1, tokens, channels, 4, case.steps, layout.num_modules)
     before = _rss()
     del recorder
     freed = before - _rss()
@@ -160,7 +171,8 @@ def _measure(case: _Case, config: Any, plain_peak_mb: float, path_peak_mb: float
         "held_bytes_peak": {**peak.parts(), "held": peak.held},
         "held_bytes_at_end": final.held,
         "formula_bytes": {**formula.parts(), "held": formula.held, "total": formula.total},
-        "formula_equals_held": formula.held == peak.held,
+        "formula_bounds_held": all(getattr(peak, k) <= getattr(formula, k) for k in ("ring", "norms", "held")),
+        "sketched_ring_exact": config.sketch_dim == 0 or peak.ring == formula.ring,
         "rss_freed_bytes": freed,
         "peak_rss_above_plain_mb": round(peak_mb - plain_peak_mb, 1),
         "peak_rss_above_observe_only_mb": round(peak_mb - path_peak_mb, 1),
@@ -188,7 +200,9 @@ def _extrapolate(runs: dict[str, dict[str, Any]], configs: dict[str, Any], steps
         measured = runs.get(name)
         for total_steps in (20, 50):
             for rows in (1, 2):
-                formula = profiling_memory(layout, config, rows, tokens, FLUX_1024["channels"], 2, total_steps)
+                formula = profiling_memory(
+                    layout, config, rows, tokens, FLUX_1024["channels"], 2, total_steps, layout.num_modules
+                )
                 row = {"mode": name, "steps": total_steps, "rows": rows, "formula": formula.parts()}
                 row |= {"formula_total": formula.total, "fits_4_gb": formula.total <= 4 * 2**30}
                 if measured is not None:

@@ -22,7 +22,7 @@ from ..soda_core.layout import Granularity
 from ..soda_core.profiler import ProfileConfig
 from ..soda_core.store import ProfileStore
 from ..soda_core.validation import check_filename_prefix
-from .inputs import SodaNode, checked, known
+from .inputs import ADVANCED, SodaNode, checked, known
 from .patching import SodaHook, comfy_version, install, prepare
 from .profile_files import SODA_PROFILES
 from .soda import CATEGORY, OPERATIONS
@@ -104,6 +104,7 @@ class SODAAccelerate(SodaNode):
                     options=list(OPERATIONS),
                     default="cache and prune",
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) cache and prune: reuse modules and recompute their most sensitive tokens "
                     "(SODA). cache only: reuse whole modules between the full steps.",
                 ),
@@ -114,6 +115,7 @@ class SODAAccelerate(SodaNode):
                     max=1e6,
                     step=16.0,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Upper bound for every buffer the profiling run holds. It refuses to start "
                     "when it would need more.",
                 ),
@@ -121,6 +123,7 @@ class SODAAccelerate(SodaNode):
                     "profile_folder",
                     default="auto",
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Folder under models/soda_profiles where this node keeps its profiles.",
                 ),
             ],

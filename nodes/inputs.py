@@ -24,6 +24,10 @@ from ..soda_core.validation import check_bool, check_choice, check_number
 
 Execute = TypeVar("Execute", bound=Callable[..., Any])
 
+# Inputs most users leave alone: ComfyUI 0.33's V3 API folds inputs marked ``advanced`` away; 0.3.75 has no such
+# flag, so there they stay optional widgets whose tooltips start with "(advanced)".
+ADVANCED: dict[str, Any] = {"advanced": True} if "advanced" in inspect.signature(io.Input.__init__).parameters else {}
+
 
 def widget_problems(node: type[io.ComfyNode], values: dict[str, Any]) -> None:
     """Raise ``ValueError`` for the first widget value of ``values`` that its schema does not allow."""

@@ -121,7 +121,8 @@ def _check_memory_before(
     half = config.half_precision_ring or (config.half_precision_ring is None and on_gpu)
     compute_dtype = getattr(model.model, "manual_cast_dtype", None) or model.model.get_dtype()  # module outputs
     itemsize = 2 if half else int(compute_dtype.itemsize)
-    need = check_memory(served.layout, config, rows, text + image, served.output_width(), itemsize, settings.steps)
+    width, layout = served.output_width(), served.layout  # the widest output; at most one width per module
+    need = check_memory(layout, config, rows, text + image, width, itemsize, settings.steps, layout.num_modules)
     logger.info(
         "SODA profiling: %.0f MB of buffers (%s; %s)", need.total / 2**20, need.describe(), served.layout.describe()
     )

@@ -5,15 +5,16 @@ from __future__ import annotations
 import comfy.samplers
 from comfy_api.latest import io
 
-from ..soda_core.api import FixedSchedule, Plan, ReplanRecipe, describe_plan, plan_schedule, schedule_for
+from ..soda_core.api import FixedSchedule, Plan, ReplanRecipe, describe_plan, plan_schedule
 from ..soda_core.layout import Granularity, check_layout
 from ..soda_core.planner import PlanConfig
+from ..soda_core.policy import PlanPolicy
 from ..soda_core.profile import SensitivityProfile
 from ..soda_core.profiler import ProfileConfig
 from ..soda_core.tokens import TokenScore
 from ..soda_core.validation import check_denoise, check_ratio_bounds
-from .inputs import SodaNode, checked, known
-from .patching import install, planned, prepare
+from .inputs import ADVANCED, SodaNode, checked, known
+from .patching import SodaHook, install, prepare
 from .plots import schedule_plot, sensitivity_heatmap
 from .profiling import SamplingSettings, profile_model
 
@@ -103,6 +104,7 @@ class SODAProfileSensitivity(SodaNode):
                     min=1,
                     max=64,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Sampling runs to average over, with seeds seed, seed+1, ... "
                     "More runs give a steadier profile; each costs one full sampling run.",
                 ),
@@ -112,6 +114,7 @@ class SODAProfileSensitivity(SodaNode):
                     min=1,
                     max=32,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Longest reuse distance measured (K). Schedules never reuse a "
                     "cache older than this. Memory grows linearly with it.",
                 ),
@@ -120,6 +123,7 @@ class SODAProfileSensitivity(SodaNode):
                     options=[s.value for s in TokenScore],
                     default="mean",
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) How tokens are ranked for recompute: mean of the module's "
                     "input features per token, or mean of their absolute values.",
                 ),
@@ -130,6 +134,7 @@ class SODAProfileSensitivity(SodaNode):
                     max=1e6,
                     step=16.0,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Upper bound for every buffer profiling holds (recent module outputs or "
                     "their sketches, sums, working copies). Profiling refuses to start when it would need more.",
                 ),
@@ -139,6 +144,7 @@ class SODAProfileSensitivity(SodaNode):
                     min=0,
                     max=4096,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Numbers kept per token of each module output while profiling (a fixed "
                     "seeded random projection). 0 keeps the outputs whole: exact, about 48x more memory at Flux width. "
                     "The error of the measured sensitivities shrinks like 1/sqrt(sketch_dim); 8 is the least.",
@@ -246,6 +252,7 @@ class SODAPlanSchedule(SodaNode):
                     "prune_attention",
                     default=False,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Also recompute attention for selected queries (against all "
                     "keys). Off: attention is reused whole and only MLPs are partially "
                     "recomputed, as in ToCa.",
@@ -257,6 +264,7 @@ class SODAPlanSchedule(SodaNode):
                     max=100.0,
                     step=0.1,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) λ in r = clip(λ·E_c + β): how strongly the recompute share "
                     "follows the caching error. β is solved to meet the target.",
                 ),
@@ -267,6 +275,7 @@ class SODAPlanSchedule(SodaNode):
                     max=1.0,
                     step=0.01,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Below this recompute share a module is reused whole (above 0, at most "
                     "ratio_max).",
                 ),
@@ -277,12 +286,14 @@ class SODAPlanSchedule(SodaNode):
                     max=1.0,
                     step=0.01,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Largest share of image tokens recomputed on a reuse step.",
                 ),
                 io.Boolean.Input(
                     "joint_cost",
                     default=False,
                     optional=True,
+                    **ADVANCED,
                     tooltip="(advanced) Let the step planner count the pruning error where pruning "
                     "beats caching (beyond the paper; see the benchmark).",
                 ),
@@ -377,7 +388,7 @@ class SODAModelPatch(SodaNode):
         served = prepare(model, granularity_of(schedule.profile))
         check_layout(schedule.profile.layout, served.layout, "schedule")
         patched = model.clone()
-        hook = planned(served, lambda sigmas: schedule_for(schedule, sigmas), score=score_of(schedule.profile))
+        hook = SodaHook(served, PlanPolicy(schedule), score_of(schedule.profile))
         install(patched, hook)
         return io.NodeOutput(patched)
 

@@ -14,7 +14,8 @@ values of every token for attention): ``cost(r) = fixed + r * per_ratio``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -64,6 +65,15 @@ class FlopMeter:
         """The innermost call ends; ``at_least``: its FLOPs by shape, used when the counter saw none."""
         self._charge(at_least)
         self._stack.pop()
+
+    @contextlib.contextmanager
+    def ignoring(self) -> Iterator[None]:
+        """FLOPs counted inside this block are nobody's (the profiler's observer: sketches and sums)."""
+        self._charge()
+        try:
+            yield
+        finally:
+            self._last = float(self._total())
 
     def costs(self) -> ModuleCosts:
         self._charge()

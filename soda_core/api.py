@@ -59,10 +59,19 @@ class ReplanRecipe:
 Plan: TypeAlias = FixedSchedule | ReplanRecipe
 
 
+def attention_modules(modules: tuple[str, ...]) -> tuple[str, ...]:
+    """The attention modules of a layout: by the records' naming rule, every module whose name contains "attn"
+    (attn, attn1, attn2, self_attn, cross_attn; ``adapters/spec.py``)."""
+    return tuple(m for m in modules if "attn" in m)
+
+
 def plan_schedule(profile: SensitivityProfile, config: PlanConfig, prune_attention: bool) -> ReplanRecipe:
-    """DCS + UAS on a profile. With ``prune_attention`` off, attention modules are only ever computed or reused
-    whole (ToCa's choice); the MLP may still be partially recomputed."""
-    planning_profile = profile if prune_attention else profile.without_pruning("attn")
+    """DCS + UAS on a profile. With ``prune_attention`` off, attention modules (``attention_modules``) are only
+    ever computed or reused whole (ToCa's choice); MLPs may still be partially recomputed."""
+    planning_profile = profile
+    if not prune_attention:
+        for module in attention_modules(profile.layout.modules):
+            planning_profile = planning_profile.without_pruning(module)
     return ReplanRecipe(planning_profile, config, plan(planning_profile, config))
 
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
+from .api import Plan, schedule_for
 from .layout import ModelLayout
 from .profile import SensitivityProfile
 from .profiler import ProfileConfig, SensitivityRecorder
@@ -63,6 +64,48 @@ class FixedPolicy:
         if self.on_finish is not None:
             self.on_finish(run)
         return ""
+
+
+@dataclass
+class PlanPolicy:
+    """SODA Model Patch: every run samples with ``api.schedule_for(plan, sigmas)``, and the user is told when the
+    run differs from what the profile measured (another sampler, or another sigma grid that was re-planned)."""
+
+    plan: Plan
+
+    def begin(self, context: RunContext) -> RunSetup:
+        schedule = schedule_for(self.plan, context.sigmas)
+        profiled = self.plan.profile
+        lines = []
+        sampler = str(profiled.meta.get("sampler", ""))
+        if sampler and _sampler_name(sampler) != _sampler_name(context.sampler):
+            lines.append(
+                f"SODA: the profile was measured with the {sampler} sampler, this run uses {context.sampler}: "
+                "the sensitivities differ between samplers, so the result drifts further from full compute "
+                "(see the README, 'Other samplers'). Profile with this sampler for the best result."
+            )
+        if schedule is not self.plan.schedule:
+            lines.append(
+                f"SODA: re-planned for this {schedule.steps}-step run from the {profiled.steps}-step profile (an "
+                "approximation); profile with this run's steps and scheduler for exact sensitivities."
+            )
+        lines.append(
+            f"SODA: {schedule.predicted_flops_ratio:.2f}x planned, {len(schedule.anchors)} of {schedule.steps} steps full"
+        )
+        return RunSetup(schedule, None, "\n".join(lines))
+
+    def end(self, run: SodaRun, completed: bool) -> str:
+        if not completed:
+            return ""
+        report = run.report
+        return (
+            f"SODA: {report.flops_ratio:.2f}x FLOPs, measured {report.measured_speedup():.2f}x, "
+            f"{report.full_steps} of {report.steps} steps full"
+        )
+
+
+def _sampler_name(name: str) -> str:
+    return name.replace("_", "").lower()
 
 
 @dataclass

@@ -125,7 +125,7 @@ def flop_problems(profile: SensitivityProfile) -> list[str]:
             problems.append(f"{key} must be a finite FLOP count >= 0, got {value!r}")
     if problems:
         return problems
-    if not float(flops.full.sum()) > 0:
+    if flops.full.numel() and not float(flops.full.sum()) > 0:  # no layers: a model SODA does not serve
         problems.append("flops.full is 0 for every module, expected a positive FLOP count for at least one")
     run_total = (profile.steps + 1) * (
         flops.base + flops.record + float((flops.full + flops.fixed + flops.per_ratio).sum())

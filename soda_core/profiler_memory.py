@@ -8,13 +8,15 @@ dimension, W = C in exact mode (``sketch_dim=0``) or min(C, d) sketched, s = byt
     ring         = min(K, T) * L * M * rows * N * W * s       the last K outputs (or sketches) of every module
     norms        = min(K, T) * L * M * rows * N * 8           their per-token squared norms, float64
     accumulators = T * L * M * K * (2 + R) * 8                sums of E_c, E_p and counts, float64
-    projections  = C * d * 4 if sketched and C > d, else 0    one projection matrix per output width
+    projections  = V * C * d * 4 if sketched and C > d, else 0  one projection matrix per output width (V widths)
     working      = rows * N * C * 4 * 2 (exact)               float32 copies made while one output is compared
                    rows * N * (C + W) * 4 + rows * N * 8 (sketched)
 
 ``ring + norms + accumulators + projections`` is what the recorder holds between calls (``held_bytes`` of
 ``SensitivityRecorder`` counts exactly these tensors; tests compare both); ``working`` is an upper bound of what
-one ``observe`` call allocates and frees again. Outputs of different widths per module make C an upper bound.
+one ``observe`` call allocates and frees again. With outputs of one width C the ring, norms and accumulators are
+exact (V = 1); outputs of different widths per module (Flux's fused single blocks: attention output and MLP
+activation) make the formula with the widest C and V = M an upper bound (what the pre-check uses).
 The ring is kept on the host in half precision in exact mode when the model is on a GPU
 (``half_precision_ring=None``); sketches, norms and the E_c/E_p sums stay on the output's device.
 """
@@ -69,7 +71,14 @@ class ProfilingMemory:
 
 
 def profiling_memory(
-    layout: ModelLayout, config: ProfileConfig, rows: int, tokens: int, channels: int, itemsize: int, steps: int
+    layout: ModelLayout,
+    config: ProfileConfig,
+    rows: int,
+    tokens: int,
+    channels: int,
+    itemsize: int,
+    steps: int,
+    widths: int = 1,
 ) -> ProfilingMemory:
     """Every buffer profiling a run of ``steps`` steps holds, by the formula of the module docstring."""
     sketched = config.sketch_dim > 0
@@ -86,23 +95,37 @@ def profiling_memory(
         ring=entries * width * stored,
         norms=entries * ACCUMULATOR_ITEMSIZE,
         accumulators=steps * cells * config.max_distance * (2 + ratios) * ACCUMULATOR_ITEMSIZE,
-        projections=channels * config.sketch_dim * SKETCH_ITEMSIZE if width < channels else 0,
+        projections=widths * channels * config.sketch_dim * SKETCH_ITEMSIZE if width < channels else 0,
         working=working,
     )
 
 
 def profiling_bytes(
-    layout: ModelLayout, config: ProfileConfig, rows: int, tokens: int, channels: int, itemsize: int, steps: int
+    layout: ModelLayout,
+    config: ProfileConfig,
+    rows: int,
+    tokens: int,
+    channels: int,
+    itemsize: int,
+    steps: int,
+    widths: int = 1,
 ) -> int:
     """Total bytes of :func:`profiling_memory` (held buffers plus the working copies of one call)."""
-    return profiling_memory(layout, config, rows, tokens, channels, itemsize, steps).total
+    return profiling_memory(layout, config, rows, tokens, channels, itemsize, steps, widths).total
 
 
 def check_memory(
-    layout: ModelLayout, config: ProfileConfig, rows: int, tokens: int, channels: int, itemsize: int, steps: int
+    layout: ModelLayout,
+    config: ProfileConfig,
+    rows: int,
+    tokens: int,
+    channels: int,
+    itemsize: int,
+    steps: int,
+    widths: int = 1,
 ) -> ProfilingMemory:
     """Raise before profiling when its buffers would exceed ``config.memory_limit_mb``; returns what it will use."""
-    need = profiling_memory(layout, config, rows, tokens, channels, itemsize, steps)
+    need = profiling_memory(layout, config, rows, tokens, channels, itemsize, steps, widths)
     if need.total <= config.memory_limit_mb * MB:
         return need
     what = (

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from .adapters.step import BlockCall, BlockStep, Cache, Observer, stream_layouts
 from .flops import FlopModel
 from .layout import BLOCK_MODULES, Granularity
 from .schedule import Schedule
-from .tokens import TokenLayout, TokenScore
+from .tokens import TokenLayout, TokenScore, token_count
 
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class _Call:
     image: int  # image tokens of the latent
     text: int  # text tokens (context length, then the length of the text stream blocks see)
     groups: int
+    blocks: Counter[int] = field(default_factory=Counter)  # calls of each layer so far (VACE runs one per control)
 
 
 @dataclass
@@ -143,7 +145,7 @@ class SodaRun:
             step_seconds=[0.0] * schedule.steps,
         )
         self._clock: tuple[int, float] | None = None  # (step, time) of the last model call
-        self._caches: dict[Hashable, dict[int, Cache]] = {}
+        self._caches: dict[Hashable, dict[tuple[int, int], Cache]] = {}  # call -> (layer, its call in the model call)
         self._seen: dict[Hashable, int] = {}  # calls of one identity in the current step
         self._seen_step = -1
         self._started = time.perf_counter()
@@ -215,6 +217,8 @@ class SodaRun:
                 self._inside += float(self._counter.get_total_flops() - outer)
 
     def _run_block(self, layer: int, served: Layer, call: _Call, block_call: BlockCall) -> Any:
+        occurrence = call.blocks[layer]  # a block called again in the same model call keeps a cache of its own
+        call.blocks[layer] += 1
         tokens = stream_layouts(block_call, call.image, call.text)
         text = [t.text for name, t in tokens.items() if t.text and not t.image]
         if text:
@@ -233,7 +237,7 @@ class SodaRun:
         ratios = self._planned(layer, call.step, program, verdict)
         anchor = self._distance[call.step] == 0
         record = anchor and self._records[call.step]
-        cache = self._caches.setdefault(call.key, {}).setdefault(layer, {})
+        cache = self._caches.setdefault(call.key, {}).setdefault((layer, occurrence), {})
         step = self._step(layer, ratios, cache, tokens, record)
         if not anchor and not program.fits(step, block_call):
             self._miss()
@@ -241,12 +245,12 @@ class SodaRun:
         inputs = block_call.inputs().values()
         shape_key = (
             layer,
-            (len(next(iter(inputs))) if inputs else 0, *(int(t.shape[1]) for t in inputs if t.dim() > 1)),
+            (len(next(iter(inputs))) if inputs else 0, *(token_count(t) for t in inputs if t.dim() > 1)),
         )
         costs = self.costs.ledger_blocks.get(shape_key)
         if costs is None and any(r < 1.0 for r in step.ratios.values()):
             step.ratios, step.record = dict.fromkeys(step.ratios, 1.0), True  # a shape first seen on a reuse step
-        step.observe = self._observer_for(layer, call, program, verdict)
+        step.observe = self._observer_for(layer, call, program, occurrence, step)
         plain = all(r >= 1.0 for r in step.ratios.values()) and not step.record and step.observe is None
         if costs is None:
             with FlopCounterMode(display=False) as counter:
@@ -355,15 +359,21 @@ class SodaRun:
         if self.report.cache_misses == 1:
             logger.warning("SODA: no usable cache for a reuse step (a call of a new kind or shape); computing fully.")
 
-    def _observer_for(self, layer: int, call: _Call, program: Any, verdict: Verdict) -> Observer | None:
+    def _observer_for(
+        self, layer: int, call: _Call, program: Any, occurrence: int, block_step: BlockStep | None = None
+    ) -> Observer | None:
+        """The profiler's observer for this block call; its own work is kept out of the block's measured FLOPs."""
         if self.observer is None:
             return None
-        observer, step, key = self.observer, call.step, call.key
+        observer, step = self.observer, call.step
+        key = call.key if occurrence == 0 else (call.key, occurrence)
         block_for_modules = program.modules == BLOCK_MODULES and self.schedule.layout.modules != BLOCK_MODULES
         first = self.schedule.layout.modules[0]
 
         def observe(module: str, output: Tensor, scores: Tensor, tokens: TokenLayout) -> None:
-            observer(step, layer, first if block_for_modules else module, key, output, scores, tokens)
+            meter = block_step.meter if block_step is not None else None
+            with meter.ignoring() if meter is not None else contextlib.nullcontext():
+                observer(step, layer, first if block_for_modules else module, key, output, scores, tokens)
 
         return observe
 

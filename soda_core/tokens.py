@@ -10,6 +10,7 @@ reference tokens are always recomputed on a partial step.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import torch
@@ -52,13 +53,25 @@ class TokenLayout:
         return self.text + self.reference
 
 
+def token_count(x: torch.Tensor) -> int:
+    """Tokens of a token tensor: (B, N, C), or (B, *dims, C) whose tokens span several dims (Cosmos' blocks carry
+    (B, T, H, W, C))."""
+    return math.prod(int(d) for d in x.shape[1:-1])
+
+
+def as_tokens(x: torch.Tensor) -> torch.Tensor:
+    """A token tensor (B, *dims, C) as (B, N, C), a view where its strides allow."""
+    return x if x.dim() == 3 else x.reshape(x.shape[0], -1, x.shape[-1])
+
+
 def token_scores(module_input: torch.Tensor, kind: TokenScore, groups: int = 1) -> torch.Tensor:
     """Per-token score of every batch row; the rows of one sample in the ``groups`` CFG chunks of the batch
     (``[cond rows; uncond rows]``, as ComfyUI batches them) share the mean of their scores, so cond and uncond of a
     sample recompute the same tokens while different samples choose their own.
 
-    module_input: (B, N, C) -> (B, N) float32
+    module_input: (B, N, C) or (B, *dims, C) -> (B, N) float32
     """
+    module_input = as_tokens(module_input)
     per_token = module_input.abs().mean(-1) if kind is TokenScore.ABS_MEAN else module_input.mean(-1)  # (B, N)
     per_token = per_token.float()
     if groups > 1:

@@ -19,7 +19,7 @@ from .families import FAMILIES
 from .spec import BlockSpec, Family, patched_tokens
 
 
-__all__ = ["FAMILIES", "Family", "Layer", "ServedModel", "family_for", "qualified_name", "serve"]
+__all__ = ["FAMILIES", "Family", "Layer", "ServedModel", "family_for", "patch_of", "qualified_name", "serve"]
 
 
 def qualified_name(cls: type) -> str:
@@ -85,5 +85,21 @@ def serve(diffusion_model: torch.nn.Module, granularity: Granularity = Granulari
         layout = ModelLayout(tuple(layer.ref for layer in layers), BLOCK_MODULES, Granularity.BLOCK)
     else:
         layout = ModelLayout(tuple(layer.ref for layer in layers), modules, Granularity.MODULE)
-    patch = getattr(diffusion_model, family.patch, 1)
-    return ServedModel(family, tuple(layers), layout, tuple(patch) if isinstance(patch, list | tuple) else patch)
+    return ServedModel(family, tuple(layers), layout, patch_of(diffusion_model, family.patch))
+
+
+def patch_of(diffusion_model: torch.nn.Module, patch: str | tuple[str, ...]) -> int | tuple[int, ...]:
+    """The patch size ``Family.patch`` names on ``diffusion_model`` (1 where an attribute is missing): an int, or one
+    size per patched latent dim, so that 5-D video latents count their frames too (``spec.patched_tokens``)."""
+    if isinstance(patch, tuple):
+        return tuple(int(_attribute(diffusion_model, path)) for path in patch)
+    value = _attribute(diffusion_model, patch)
+    return tuple(int(v) for v in value) if isinstance(value, list | tuple) else int(value)
+
+
+def _attribute(obj: Any, path: str) -> Any:
+    for name in path.split("."):
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return 1
+    return obj

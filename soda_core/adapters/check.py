@@ -18,6 +18,7 @@ for the process. The check costs a few extra calls of one block, once.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -133,7 +134,7 @@ def _check(program: BlockProgram, call: BlockCall, make_step: MakeStep, run: Run
     for path, optional in program.taps:
         if full.calls[path] != 1 and not (optional and full.calls[path] == 0):
             return f"the block calls its submodule {path!r} {full.calls[path]} times, not once", frozenset()
-    for module in _skipped_attention(program):
+    for module in _skipped_attention(program, full.calls):
         if full.calls[f"attention:{module}"] == 0:
             return f"the attention of {module!r} does not reach ComfyUI's attention override", frozenset()
     cache = _copy(full.cache)
@@ -147,15 +148,21 @@ def _check(program: BlockProgram, call: BlockCall, make_step: MakeStep, run: Run
         ratios = dict.fromkeys(program.modules, 0.0)
         ratios[module] = 0.5
         step = make_step(ratios, _copy(cache), False)
-        if not _close(_outputs(call, run(program, step, call.cloned())), reference):
+        try:
+            if not _close(_outputs(call, run(program, step, call.cloned())), reference):
+                failed.add(module)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception:  # noqa: BLE001 - this module cannot recompute selected tokens; the rest still serves
             failed.add(module)
     return "", frozenset(failed)
 
 
-def _skipped_attention(program: BlockProgram) -> list[str]:
-    """Modules whose attention call the program skips on reuse (so it must be able to intercept it)."""
+def _skipped_attention(program: BlockProgram, calls: Counter[str]) -> list[str]:
+    """Modules whose attention call the program skips on reuse (so it must be able to intercept it): those whose
+    input linears ran (a module whose optional inputs this block does not have has no attention to skip)."""
     if isinstance(program, SubmoduleProgram):
-        return [m.name for m in program.spec.modules if m.inputs]
+        return [m.name for m in program.spec.modules if any(calls[i.path] for i in m.inputs)]
     if isinstance(program, FusedProgram):
         return [program.attn]
     return []

@@ -44,6 +44,7 @@ class Out:
     streams: tuple[str, ...]
     tokenwise: bool = False  # acts on each token on its own (MLP, linear): it can be run on selected tokens
     optional: bool = False  # absent in some blocks of this kind (e.g. SD3's last context block)
+    packed: bool = False  # returns its one output in a 1-tuple, ``(out,)`` (HunyuanDiT's attention modules)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ class In:
 
 @dataclass(frozen=True)
 class Module:
-    """One SODA module of a block: its outputs and the input linears skipped with it."""
+    """One SODA module of a block: its outputs and the input linears skipped with it. The name of an attention
+    module contains "attn" (``attn``, ``attn2``, ``self_attn``, ``cross_attn``...): planning without partial
+    attention (``api.attention_modules``) goes by it."""
 
     name: str
     outputs: tuple[Out, ...]
@@ -114,6 +117,7 @@ class BlockSpec:
     streams: dict[str, Role]  # forward parameter -> role of the tokens it holds
     returns: tuple[str, ...]  # streams the forward returns, in order (one name: the forward returns a tensor)
     program: Program | None = None  # None: served at block granularity only
+    positional: tuple[str, ...] = ()  # names of the positional arguments of a ``forward(*args, **kwargs)`` wrapper
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -127,7 +131,9 @@ class Family:
     name: str
     model_classes: tuple[str, ...]  # fully qualified class names of the diffusion model
     blocks: tuple[BlockSpec, ...]
-    patch: str = "patch_size"  # attribute of the diffusion model: patch size (int, or one per patched latent dim)
+    # the diffusion model's patch size: an attribute path (dots allowed, e.g. "patchifier.patch_size") holding an int or
+    # one size per patched latent dim, or one attribute path per patched latent dim (Cosmos: temporal, spatial, spatial)
+    patch: str | tuple[str, ...] = "patch_size"
     notes: tuple[str, ...] = field(default=())  # what a user should know (e.g. what is served at block granularity)
 
     @property

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..accounting import FlopMeter
-from ..tokens import TokenLayout, TokenScore, recompute_positions, token_scores
+from ..tokens import TokenLayout, TokenScore, recompute_positions, token_count, token_scores
 from .spec import AUTO, BlockSpec, Role
 
 
@@ -28,8 +28,18 @@ Cache = dict[str, dict[str, Tensor]]  # module -> stream -> output (B, N_s, C)
 
 
 @functools.cache
-def _signature(function: Callable[..., Any]) -> inspect.Signature:
-    return inspect.signature(function)
+def _signature(function: Callable[..., Any], positional: tuple[str, ...] = ()) -> inspect.Signature:
+    """``function``'s signature; with ``positional``, its ``*args`` gets those names first (``BlockSpec.positional``:
+    a wrapper ``forward(*args, **kwargs)`` such as SD3's ``JointBlock``, whose streams are positional)."""
+    signature = inspect.signature(function)
+    if not positional:
+        return signature
+    parameters: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            parameters.extend(inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in positional)
+        parameters.append(parameter)
+    return signature.replace(parameters=parameters)
 
 
 @dataclass
@@ -50,7 +60,7 @@ class BlockCall:
         function = getattr(self.forward, "__func__", self.forward)
         owner = getattr(self.forward, "__self__", None)
         head = (owner,) if owner is not None else ()
-        return _signature(function).bind(*head, *self.args, **self.kwargs)
+        return _signature(function, self.spec.positional).bind(*head, *self.args, **self.kwargs)
 
     def inputs(self) -> dict[str, Tensor]:
         """The stream tensors passed to the call, by stream name (streams not passed are absent). A discovered
@@ -112,7 +122,7 @@ def stream_layouts(call: BlockCall, image: int, text: int) -> dict[str, TokenLay
     for name, tensor in call.inputs().items():
         if tensor.dim() < 3:
             continue  # not a token sequence
-        n, role = int(tensor.shape[1]), call.spec.streams.get(name, Role.IMAGE)
+        n, role = token_count(tensor), call.spec.streams.get(name, Role.IMAGE)
         if role is Role.TEXT:
             layouts[name] = TokenLayout(text=n, image=0)
         elif role is Role.IMAGE:

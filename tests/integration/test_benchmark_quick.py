@@ -125,17 +125,19 @@ def test_markdown_table_and_plots_exist(quick):
 
 
 def test_profiling_memory_benchmark_quick(comfy, tmp_path):
-    """benchmarks/profiling_memory.py on a tiny Flux: the formula equals the bytes the recorder held, both modes."""
+    """benchmarks/profiling_memory.py on a tiny Flux: the formula (with the served model's widest output) bounds the
+    bytes the recorder held in both modes, and is exact for the sketched ring (d numbers per token, any width)."""
     from benchmarks.profiling_memory import main
 
     out = tmp_path / "profiling_memory.json"
     result = main(["--quick", "--out", str(out)])
     assert json.loads(out.read_text())["runs"].keys() == {"sketched", "exact"}
     for run in result["runs"].values():
-        assert run["formula_equals_held"] and run["cache_error_defined"]
-        assert run["held_bytes_peak"]["held"] == run["formula_bytes"]["held"] > 0
+        assert run["formula_bounds_held"] and run["sketched_ring_exact"] and run["cache_error_defined"]
+        assert 0 < run["held_bytes_peak"]["held"] <= run["formula_bytes"]["held"]
+        assert run["held_bytes_peak"]["norms"] == run["formula_bytes"]["norms"]
     flux = {(r["mode"], r["steps"], r["rows"]): r for r in result["flux_1024"]}
     assert flux[("sketched", 50, 2)]["fits_4_gb"] and not flux[("exact", 20, 1)]["fits_4_gb"]
-    assert flux[("sketched", 20, 1)]["from_measured_held"] == pytest.approx(
-        flux[("sketched", 20, 1)]["formula_total"], rel=0.1
-    )
+    formula_held = flux[("sketched", 20, 1)]["formula"]
+    formula_held = sum(formula_held[k] for k in ("ring", "norms", "accumulators", "projections"))
+    assert flux[("sketched", 20, 1)]["from_measured_held"] == pytest.approx(formula_held, rel=0.1)

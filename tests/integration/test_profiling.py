@@ -108,20 +108,30 @@ def test_memory_bound_is_enforced_before_sampling(comfy, monkeypatch, sketch_dim
     assert not calls
 
 
-def test_memory_check_needs_the_model_width(comfy):
-    """A model without hidden_size is refused loudly instead of being bounded with 0 channels."""
+def test_memory_check_bounds_the_widest_module_output(comfy):
+    """The pre-check takes the width of module outputs from the served blocks' widest linear layer (no family
+    field such as Flux's hidden_size): widening one block's MLP raises the bound by the ring's share."""
     from comfyui_soda.nodes.profiling import SamplingSettings, _check_memory_before
-    from comfyui_soda.soda_core.layout import BlockRef, ModelLayout
+    from comfyui_soda.soda_core.adapters import serve
     from comfyui_soda.soda_core.profiler import ProfileConfig
 
     patcher = tiny_flux()
-    del patcher.model.diffusion_model.hidden_size
-    layout = ModelLayout((BlockRef("double_block", 0),), ("attn", "mlp"))
+    served = serve(patcher.model.diffusion_model)
     settings = SamplingSettings(seed=0, steps=4, cfg=1.0, sampler_name="euler", scheduler="simple")
-    with pytest.raises(ValueError, match="no hidden_size.*width of its module outputs is unknown"):
-        _check_memory_before(
-            patcher, layout, ProfileConfig(), torch.zeros(1, 16, 16, 16), conditioning(patcher, 1), settings
-        )
+    args = (ProfileConfig(sketch_dim=0, memory_limit_mb=0.01), torch.zeros(1, 16, 16, 16), conditioning(patcher, 1))
+
+    def needed_mb() -> int:
+        with pytest.raises(ValueError, match=r"needs \d+ MB") as refused:
+            _check_memory_before(patcher, served, args[0], args[1], (args[2], args[2]), settings)
+        return int(str(refused.value).split("needs ")[1].split(" MB")[0])
+
+    width = served.output_width()
+    assert width == max(m.out_features for m in patcher.model.diffusion_model.modules() if hasattr(m, "out_features"))
+    before = needed_mb()
+    block = patcher.model.diffusion_model.double_blocks[0]
+    block.img_mlp[0] = torch.nn.Linear(block.img_mlp[0].in_features, 64 * width)
+    assert served.output_width() == 64 * width
+    assert needed_mb() > before
 
 
 def test_cancel_stops_profiling_and_leaves_nothing_behind(comfy):

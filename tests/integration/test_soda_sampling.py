@@ -111,6 +111,22 @@ def test_other_step_count_and_denoise_are_replanned(profiled):
     assert report.steps == 8 and report.flops_ratio > 1.3
 
 
+def test_another_sampler_or_grid_is_said_on_the_sampler_node(profiled, caplog):
+    """Profiles are measured per sampler and grid: a run that differs is told so in the text ComfyUI shows on the
+    sampler node (logged here, no server), not only at INFO level in the console."""
+    import logging
+
+    patcher, profile, _ = profiled
+    model = _patched(patcher, _plan(profile, 2.0))
+    with caplog.at_level(logging.INFO, logger="comfyui_soda"):
+        sample(model, steps=STEPS, sampler="dpmpp_2m")
+        sample(model, steps=8)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("measured with the euler sampler, this run uses dpmpp_2m" in m for m in messages)
+    assert any("re-planned for this 8-step run from the 12-step profile" in m for m in messages)
+    assert any("FLOPs, measured" in m and "steps full" in m for m in messages)
+
+
 def test_layout_mismatch_is_refused(profiled):
     patcher, profile, _ = profiled
     other = tiny_flux(depth_single_blocks=2)

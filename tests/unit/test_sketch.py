@@ -30,7 +30,8 @@ GB = 2**30
 def _profile(recorder: SensitivityRecorder) -> SensitivityProfile:
     zeros = torch.zeros(recorder.layout.num_layers, recorder.layout.num_modules, dtype=torch.float64)
     sigmas = torch.linspace(1, 0, recorder.steps + 1)
-    return recorder.result(sigmas, FlopModel(zeros, zeros, zeros, 0.0, 0.0), {})
+    ones = torch.ones_like(zeros)  # positive FLOPs: a profile without any is refused
+    return recorder.result(sigmas, FlopModel(ones, zeros, zeros, 0.0, 0.0), {})
 
 
 def _cache_error(a: torch.Tensor, b: torch.Tensor, **config: object) -> float:

@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from ..spec import Family
 from .flux import CHROMA, FLUX
+from .mmdit import AURAFLOW, HUNYUAN_DIT, PIXART, SD3
+from .video import COSMOS_PREDICT2, LTXV, UNSERVED, WAN, WAN_VACE
 
 
-FAMILIES: tuple[Family, ...] = (FLUX, CHROMA)
+FAMILIES: tuple[Family, ...] = (
+    FLUX,
+    CHROMA,
+    SD3,
+    AURAFLOW,
+    HUNYUAN_DIT,
+    PIXART,
+    WAN,
+    WAN_VACE,
+    LTXV,
+    COSMOS_PREDICT2,
+    *UNSERVED,
+)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ...layout import BLOCK_MODULES
-from ...tokens import TokenLayout
+from ...tokens import TokenLayout, as_tokens
 from ..spec import BlockSpec
 from ..step import BlockCall, BlockStep
 from .attention import AttentionCall
@@ -84,7 +84,7 @@ class ResidualProgram:
 
 def _joint(parts: Any) -> Tensor:
     """Streams concatenated along tokens; streams of different widths are flattened into one row per sample."""
-    parts = list(parts)
+    parts = [as_tokens(p) for p in parts]  # (B, N_s, C_s)
     if len({p.shape[-1] for p in parts}) == 1:
         return torch.cat(parts, dim=1)  # (B, N, C)
     return torch.cat([p.flatten(1) for p in parts], dim=1).unsqueeze(1)  # (B, 1, sum N_s C_s)

@@ -36,18 +36,28 @@ class TinyFamily:
     modules: tuple[str, ...] = ("attn", "mlp")  # the layout's module axis
     kinds: tuple[str, ...] = ()  # block kinds of the layout, in order
     words: int = 6  # text tokens of the positive prompt
+    block_params: str = "blocks"  # in the names of its blocks' parameters (the LoRA test patches one of them)
+    weight_buffers: tuple[str, ...] = ()  # buffers that hold checkpoint weights (built empty, e.g. SD3's pos_embed)
     tags: frozenset[str] = field(default_factory=frozenset)
+    # ComfyUI versions whose block code the module program cannot serve (the behavioural check falls back to block
+    # granularity with one warning per block class), e.g. Wan S2V on 0.3.75, whose blocks get no transformer_options
+    block_granularity_on: frozenset[str] = field(default_factory=frozenset)
 
     def available(self) -> bool:
         import comfy.supported_models
 
         return hasattr(comfy.supported_models, self.model_class)
 
+    def falls_back(self) -> bool:
+        from comfyui_soda.nodes.patching import comfy_version
+
+        return comfy_version() in self.block_granularity_on
+
 
 def _families() -> tuple[TinyFamily, ...]:
-    from . import flux
+    from . import flux, mmdit, video
 
-    return (*flux.FAMILIES,)
+    return (*flux.FAMILIES, *mmdit.FAMILIES, *video.FAMILIES)
 
 
 def available() -> list[TinyFamily]:
@@ -70,6 +80,9 @@ def build(family: TinyFamily, seed: int = 0, folder: Path | None = None) -> Any:
 
     model = build_diffusion_model(family.model_class, family.unet_config)
     seed_parameters(model.diffusion_model, seed)
+    for name in family.weight_buffers:
+        buffer = model.diffusion_model.get_buffer(name)
+        buffer.copy_(0.1 * randn(seed + 1, *buffer.shape))
     if family.detectable and folder is not None:
         path = folder / f"{family.name}.safetensors"
         save_file({k: v.contiguous() for k, v in model.diffusion_model.state_dict().items()}, str(path))
