@@ -6,9 +6,9 @@ example_workflows/ and scripts/render_thumbnails.py draws each one's thumbnail.
 * ``soda_quickstart``: SODA step by step (profile -> plan -> patch) with a full-compute comparison;
 * ``soda_saved_profile``: a schedule planned from the profile the pack ships, no profiling.
 
-The model families (Flux.1, Flux.2, SD3.5: those soda_core has a record for) are in families.py. To add one:
-describe its group 1 as a ``Family`` (accelerate_graph.py) with the loaders, prompts, latent and sampler settings of
-ComfyUI's own template for it (declare model downloads with ``Node(models=[...])``:
+The model families (Flux.1, Flux.2, SD3.5, Wan 2.2: those soda_core has a record for) are in families.py and
+video_families.py. To add one: describe its group 1 as a ``Family`` (accelerate_graph.py) with the loaders, prompts,
+latent and sampler settings of ComfyUI's own template for it (declare model downloads with ``Node(models=[...])``:
 the editor offers them and the Note lists them), add its function to ``WORKFLOWS``, run scripts/build_workflows.py
 and scripts/render_thumbnails.py, and commit the .json and .jpg files.
 """
@@ -19,6 +19,7 @@ from .accelerate_graph import SAVE_IMAGE_TITLE, Decode, Family, accelerate_workf
 from .families import flux2_dev, flux_dev, sd35_large
 from .graph import Group, Node, Workflow
 from .soda_graph import NOTE_POS, NOTE_SIZE, SAMPLING, SODA_OUTPUT_TITLE, ModelInputs, soda_workflow
+from .video_families import wan22_t2v_14b
 
 
 COLUMN_1_WIDTH = 380  # group 1 (model and prompt): wide enough for model file names
@@ -241,4 +242,5 @@ WORKFLOWS = (
     flux_dev,
     flux2_dev,
     sd35_large,
+    wan22_t2v_14b,
 )
