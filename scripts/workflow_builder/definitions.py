@@ -184,7 +184,14 @@ def saved_profile() -> Workflow:
             size=(380, 266),
         ),
         Node("patch", "SODAModelPatch", (soda, None), links={"model": MODEL, "schedule": ("plan", "schedule")}),
-        Node("summary", "PreviewAny", (soda, None), title="Plan summary", links={"source": ("plan", "summary")}),
+        Node(
+            "summary",
+            "PreviewAny",
+            (soda, None),
+            title="Plan summary",
+            links={"source": ("plan", "summary")},
+            size=(380, 126),  # its text preview is a frontend widget: /object_info does not size it
+        ),
         Node(
             "save_plan",
             "SaveImage",

@@ -127,6 +127,7 @@ def wan22_t2v_14b() -> Workflow:
             "latent",
             "EmptyHunyuanLatentVideo",
             (X, None),
+            title="Empty video latent",  # the editor would title it by type, the API file by display name
             widgets={"width": 640, "height": 640, "length": 81, "batch_size": 1},
         ),
     ]
