@@ -37,6 +37,7 @@ SAMPLER_TYPES = {"KSampler", "KSamplerAdvanced", "SamplerCustomAdvanced"}
 # Model inputs of the samplers: SamplerCustomAdvanced takes its model through the guider.
 GUIDER_TYPES = {"BasicGuider", "CFGGuider"}
 COMPARE_TITLE = "Compare: SODA vs full"
+FILES_BUILT_ON = "0.3.75"  # the ComfyUI whose /object_info scripts/build_workflows.py builds against (make setup's)
 METRICS_KEY = "soda_metrics"
 RUN_TIMEOUT_S = 900.0
 MODEL_FILE_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
@@ -137,7 +138,9 @@ def validate(workflow: dict[str, Any], object_info: dict[str, Any]) -> tuple[lis
     return problems, absent
 
 
-def test_committed_workflows_match_build_script(comfy_server: Any) -> None:
+def test_committed_workflows_match_build_script(comfy_server: Any, comfyui_version: str) -> None:
+    if comfyui_version != FILES_BUILT_ON:  # another /object_info gives other files (0.33: outputs, dynamic combos)
+        pytest.skip(f"the files are built against ComfyUI {FILES_BUILT_ON}'s /object_info; this is {comfyui_version}")
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "build_workflows.py"), "--check", "--url", comfy_server.url],
