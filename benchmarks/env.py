@@ -15,7 +15,16 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from comfy_env import comfyui_dir, import_comfy, register_pack  # noqa: E402
 
 
-__all__ = ["ROOT", "comfyui_dir", "hardware", "import_comfy", "load_average", "register_pack", "setup"]
+__all__ = [
+    "ROOT",
+    "comfyui_dir",
+    "hardware",
+    "import_comfy",
+    "load_average",
+    "quickstart_inputs",
+    "register_pack",
+    "setup",
+]
 
 
 def setup() -> None:
@@ -59,3 +68,21 @@ def load_average() -> list[float]:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return []
+
+
+def quickstart_inputs() -> tuple[Any, Any, Any, Any]:
+    """The quick start's run on the embedded reference model (after ``setup``): the model, positive (100 digits,
+    ten of each) and negative (empty caption) conditioning, and the empty 16x16 latents."""
+    from comfyui_soda.nodes.reference_model import (
+        DEFAULT_MODEL,
+        EMBEDDED_MODELS_DIR,
+        SODAReferenceClassEncode,
+        SODAReferenceTextEncode,
+        load_reference_model,
+    )
+    from workflow_builder.definitions import QUICKSTART_LABELS
+
+    model = load_reference_model(EMBEDDED_MODELS_DIR / DEFAULT_MODEL)
+    positive, empty = SODAReferenceClassEncode.execute(model, QUICKSTART_LABELS).args
+    negative = SODAReferenceTextEncode.execute(model, "").args[0]
+    return model, positive, negative, empty["samples"]

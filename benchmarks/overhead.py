@@ -39,21 +39,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     import torch
 
     from comfyui_soda.nodes.profiling import SamplingSettings, profile_model
-    from comfyui_soda.nodes.reference_model import (
-        DEFAULT_MODEL,
-        EMBEDDED_MODELS_DIR,
-        SODAReferenceClassEncode,
-        SODAReferenceTextEncode,
-        load_reference_model,
-    )
     from comfyui_soda.nodes.soda import SODAModelPatch, SODAPlanSchedule
     from comfyui_soda.soda_core.profiler import ProfileConfig
-    from workflow_builder.definitions import QUICKSTART_LABELS
 
-    model = load_reference_model(EMBEDDED_MODELS_DIR / DEFAULT_MODEL)
-    positive, empty = SODAReferenceClassEncode.execute(model, QUICKSTART_LABELS).args
-    negative = SODAReferenceTextEncode.execute(model, "").args[0]
-    latent = empty["samples"]
+    model, positive, negative, latent = env.quickstart_inputs()
     noise = comfy.sample.prepare_noise(latent, 0)
 
     def sample(m: object) -> torch.Tensor:

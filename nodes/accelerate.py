@@ -45,16 +45,23 @@ def _sample(tensor: torch.Tensor) -> bytes:
 def model_identity(model: Any) -> str:
     """A digest of the diffusion model's weights and of the weight patches applied to them (LoRAs...): every
     tensor's name, shape and dtype, and sampled values of up to ``SAMPLED_TENSORS`` of them and of every patch.
-    Two models that share it share their profiles."""
+    Two models that share it share their profiles.
+
+    The weights are read unpatched: ComfyUI writes a loaded model's weight patches into the weights of every clone
+    of it (a LoRA of the previous prompt stays in them until another clone loads) and keeps the originals in the
+    ``backup`` the clones share, so the weights as they are would give one model another identity after each LoRA.
+    """
     digest = hashlib.sha256()
     diffusion_model = model.get_model_object("diffusion_model")
     digest.update(f"{type(diffusion_model).__module__}.{type(diffusion_model).__qualname__}".encode())
+    backup = getattr(model, "backup", None) or {}
     items = sorted(diffusion_model.state_dict().items())
     stride = max(1, len(items) // SAMPLED_TENSORS)
     for i, (name, tensor) in enumerate(items):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         if i % stride == 0:
-            digest.update(_sample(tensor))
+            original = backup.get(f"diffusion_model.{name}")
+            digest.update(_sample(tensor if original is None else original.weight))
     for key in sorted(model.patches):
         for patch in model.patches[key]:
             digest.update(f"{key}:{patch[0]}:{patch[2] if len(patch) > 2 else ''}".encode())

@@ -29,7 +29,7 @@ from comfy_api.latest import io
 from ..soda_core.weights import seed_parameters
 from .inputs import SodaNode, checked
 from .patching import comfy_version
-from .reference_text import encode_captions, encode_text, parse_labels, text_widths
+from .reference_text import encode_captions, encode_text, label_numbers, parse_labels, text_widths
 
 
 logger = logging.getLogger(__name__)
@@ -305,6 +305,11 @@ class SODAReferenceClassEncode(SodaNode):
                 ),
             ],
         )
+
+    @classmethod
+    def check(cls, values: dict[str, Any]) -> None:
+        if isinstance(values.get("labels"), str):  # which classes exist is known only once the model is loaded
+            label_numbers(values["labels"])
 
     @classmethod
     @checked

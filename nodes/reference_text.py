@@ -57,20 +57,28 @@ def encode_captions(captions: list[str], context_dim: int, pooled_dim: int) -> l
     return [[cond, {"pooled_output": pooled}]]
 
 
-def parse_labels(text: str, classes: tuple[str, ...]) -> list[int]:
-    """Class indices from ``"3"``, ``"0 1 2"``, ``"0,4,4"`` or ranges like ``"0-9"``; each must name a class."""
+def label_numbers(text: str, highest: str = "") -> list[int]:
+    """The numbers of ``"3"``, ``"0 1 2"``, ``"0,4,4"`` or ranges like ``"0-9"``, in order (no model needed, so the
+    prompt is refused when queued); ``highest`` (e.g. ``"9"``) completes the fix of the error."""
     labels: list[int] = []
     for part in re.split(r"[\s,;]+", text.strip()):
         if not part:
             continue
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if match is None:
+            numbers = f"class numbers 0..{highest}" if highest else "class numbers"
             raise ValueError(
                 f"SODA Reference Class Encode: {part!r} in labels={text!r} is not a class number or range. "
-                f"Fix: write class numbers 0..{len(classes) - 1} separated by spaces or commas, or a range like 0-9."
+                f"Fix: write {numbers} separated by spaces or commas, or a range like 0-9."
             )
         first, last = int(match.group(1)), int(match.group(2) or match.group(1))
         labels.extend(range(first, last + 1) if first <= last else range(first, last - 1, -1))
+    return labels
+
+
+def parse_labels(text: str, classes: tuple[str, ...]) -> list[int]:
+    """Class indices from ``"3"``, ``"0 1 2"``, ``"0,4,4"`` or ranges like ``"0-9"``; each must name a class."""
+    labels = label_numbers(text, str(len(classes) - 1))
     wrong = sorted({label for label in labels if not 0 <= label < len(classes)})
     if not labels or wrong:
         problem = "names no class" if not labels else f"names class(es) {wrong}, which this model does not have"

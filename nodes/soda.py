@@ -17,6 +17,7 @@ from .inputs import ADVANCED, SodaNode, checked, known
 from .patching import SodaHook, install, prepare
 from .plots import schedule_plot, sensitivity_heatmap
 from .profiling import SamplingSettings, profile_model
+from .text_lines import report_text
 
 
 CATEGORY = "sampling/soda"
@@ -350,7 +351,7 @@ class SODAPlanSchedule(SodaNode):
         )
         soda_plan = plan_schedule(profile, config, prune_attention)
         image, _ = schedule_plot(soda_plan.schedule, profile)
-        summary = describe_plan(soda_plan)
+        summary = report_text(describe_plan(soda_plan).splitlines())  # one list line each: lines in the UI
         return io.NodeOutput(soda_plan, image, summary, ui={"text": [summary]})
 
 

@@ -10,9 +10,13 @@ errors.
 from __future__ import annotations
 
 import logging
+import sys
 
-from comfy_env import ROOT, import_comfy, register_pack
-from workflow_builder.definitions import QUICKSTART_LABELS
+from comfy_env import ROOT
+
+
+sys.path.append(str(ROOT))  # the benchmarks package (appended: ComfyUI's own top-level modules win)
+from benchmarks import env  # noqa: E402
 
 
 OUT = ROOT / "profiles" / "soda_reference_digits_euler_simple_20.safetensors"
@@ -20,27 +24,18 @@ OUT = ROOT / "profiles" / "soda_reference_digits_euler_simple_20.safetensors"
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    register_pack()
-    import_comfy()
+    env.setup()
 
     from comfyui_soda.nodes.profiling import SamplingSettings, profile_model
-    from comfyui_soda.nodes.reference_model import (
-        DEFAULT_MODEL,
-        EMBEDDED_MODELS_DIR,
-        SODAReferenceClassEncode,
-        SODAReferenceTextEncode,
-        load_reference_model,
-    )
     from comfyui_soda.soda_core.profiler import ProfileConfig
 
-    model = load_reference_model(EMBEDDED_MODELS_DIR / DEFAULT_MODEL)
-    positive, latent = SODAReferenceClassEncode.execute(model, QUICKSTART_LABELS).args
-    negative = SODAReferenceTextEncode.execute(model, "").args[0]
+    model, positive, negative, latent = env.quickstart_inputs()
+    latent = {"samples": latent}
     settings = SamplingSettings(seed=0, steps=20, cfg=1.0, sampler_name="euler", scheduler="simple", runs=2)
     profile, _ = profile_model(model, positive, negative, latent, settings, ProfileConfig())
     OUT.parent.mkdir(parents=True, exist_ok=True)
     profile.save(OUT)
-    print(f"wrote {OUT.relative_to(ROOT)} ({OUT.stat().st_size} bytes)")
+    logging.getLogger(__name__).info("wrote %s (%d bytes)", OUT.relative_to(ROOT), OUT.stat().st_size)
 
 
 if __name__ == "__main__":

@@ -135,15 +135,19 @@ class FlopLedger:
                 self.partial_modules += 1
 
     def flop_model(self, layout: ModelLayout) -> FlopModel:
-        """The per-batch-row FlopModel of the shapes this run measured (first shape of every layer), for a profile."""
+        """The per-batch-row FlopModel of the shapes this run measured (first shape of every layer), for a profile.
+
+        Rows are the model call's batch rows: a block may see more (PixelDiT's pixel blocks run on every patch of
+        every sample as one batch), and its FLOPs are still spent once per sample."""
         full = torch.zeros(layout.num_layers, layout.num_modules, dtype=torch.float64)
         fixed, per_ratio = torch.zeros_like(full), torch.zeros_like(full)
         base, seen = 0.0, set()
+        call = next(iter(self.calls.items()), None)
         for (layer, shape), costs in self.blocks.items():
             if layer in seen:
                 continue
             seen.add(layer)
-            rows = shape[0]
+            rows = call[0][0] if call is not None else shape[0]
             for i, m in enumerate(layout.modules):
                 full[layer, i] = costs.full.get(m, 0.0) / rows
                 fixed[layer, i] = costs.fixed.get(m, 0.0) / rows
@@ -155,7 +159,6 @@ class FlopLedger:
                 f"SODA profiling saw {len(seen)} of {layout.num_layers} blocks (never called: {', '.join(missing)}); "
                 "the model's blocks do not match its layout."
             )
-        call = next(iter(self.calls.items()), None)
         if call is not None:
             base += call[1] / call[0][0]
         return FlopModel(full, fixed, per_ratio, base, 0.0)

@@ -3,8 +3,9 @@
 A module output is kept in its *joint token order*: the tokens of its streams concatenated in the order the module's
 record lists them (``adapters.spec``). Text tokens come first for most families (Flux, SD3, Qwen-Image); a module
 may also hold image tokens first (``TokenLayout.image_first``) or image tokens only (Wan). Reference-image tokens
-(Flux Kontext, Qwen Edit) follow the image tokens of their stream. Only image tokens are ever pruned; text and
-reference tokens are always recomputed on a partial step.
+follow the image tokens of their stream (Flux Kontext, Qwen Edit) or precede them (``TokenLayout.reference_first``:
+HunyuanVideo's ref_latent, OmniGen2). Only image tokens are ever pruned; text and reference tokens are always
+recomputed on a partial step.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ class TokenScore(str, enum.Enum):
 @dataclass(frozen=True)
 class TokenLayout:
     """Token counts of one module output in joint order: ``[text][image][reference]``, or with ``image_first``
-    ``[image][reference][text]``."""
+    ``[image][reference][text]``; ``reference_first`` puts the reference tokens before the image tokens
+    (``[text][reference][image]``: HunyuanVideo's ref_latent, OmniGen2)."""
 
     text: int
     image: int
     reference: int = 0
     image_first: bool = False
+    reference_first: bool = False
 
     @property
     def total(self) -> int:
@@ -40,7 +43,7 @@ class TokenLayout:
 
     @property
     def image_start(self) -> int:
-        return 0 if self.image_first else self.text
+        return (0 if self.image_first else self.text) + (self.reference if self.reference_first else 0)
 
     @property
     def image_slice(self) -> slice:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -27,11 +27,12 @@ def qualified_name(cls: type) -> str:
 
 
 def family_for(diffusion_model: torch.nn.Module) -> Family:
-    """The record of ``type(diffusion_model)`` (exact class), else a block-granularity family found by discovery."""
+    """The record of ``type(diffusion_model)`` (exact class; the variant its attributes select), else a
+    block-granularity family found by discovery."""
     name = qualified_name(type(diffusion_model))
     for family in FAMILIES:
         if name in family.model_classes:
-            return family
+            return family.resolved(diffusion_model)
     return discover(diffusion_model)
 
 
@@ -78,7 +79,7 @@ def serve(diffusion_model: torch.nn.Module, granularity: Granularity = Granulari
     family = family_for(diffusion_model)
     layers: list[Layer] = []
     for spec in family.blocks:
-        blocks = getattr(diffusion_model, spec.blocks)
+        blocks = cast(torch.nn.ModuleList, diffusion_model.get_submodule(spec.blocks))  # may be a dotted path
         layers.extend(Layer(BlockRef(spec.kind, i), spec, f"{spec.blocks}.{i}", b) for i, b in enumerate(blocks))
     modules = family.modules
     if granularity is Granularity.BLOCK or not modules:

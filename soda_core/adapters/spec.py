@@ -23,6 +23,7 @@ Three patterns cover ComfyUI's DiTs (``patterns/``):
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,9 +32,19 @@ class Role(str, enum.Enum):
     """What a token stream of a block call holds, in order."""
 
     TEXT = "text"  # text tokens
-    IMAGE = "image"  # image tokens, then reference-image tokens (Flux Kontext, Qwen Edit)
+    IMAGE = "image"  # image tokens, then reference-image tokens (Flux Kontext, Qwen Edit; see ``References``)
     JOINT = "joint"  # text, then image, then reference tokens in one sequence (Flux single blocks)
     JOINT_IMAGE_FIRST = "joint_image_first"  # image, reference, then text tokens (HunyuanVideo single blocks)
+    JOINT_REFERENCE_FIRST = "joint_reference_first"  # text, reference, then image tokens (OmniGen2's layers)
+    REFERENCE = "reference"  # reference-image tokens only (OmniGen2's reference refiner)
+
+
+class References(str, enum.Enum):
+    """Where the reference-image tokens of a block's image-bearing streams sit next to its image tokens."""
+
+    AFTER = "after"  # image, then reference tokens (Flux Kontext, Qwen Edit)
+    BEFORE = "before"  # reference, then image tokens (HunyuanVideo's ref_latent)
+    MIXED = "mixed"  # among the image tokens (HiDream E1's side-by-side condition): such a stream is never pruned
 
 
 @dataclass(frozen=True)
@@ -113,11 +124,12 @@ class BlockSpec:
     """One kind of block: where its instances are and how a call of one passes its token streams."""
 
     kind: str  # the layout's name for it (profiles store it), e.g. "double_block"
-    blocks: str  # attribute of the diffusion model holding the blocks (a ModuleList)
+    blocks: str  # attribute of the diffusion model holding the blocks (a ModuleList), or a dotted path to it
     streams: dict[str, Role]  # forward parameter -> role of the tokens it holds
     returns: tuple[str, ...]  # streams the forward returns, in order (one name: the forward returns a tensor)
     program: Program | None = None  # None: served at block granularity only
     positional: tuple[str, ...] = ()  # names of the positional arguments of a ``forward(*args, **kwargs)`` wrapper
+    references: References = References.AFTER  # where reference tokens sit in the image-bearing streams
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -135,6 +147,7 @@ class Family:
     # one size per patched latent dim, or one attribute path per patched latent dim (Cosmos: temporal, spatial, spatial)
     patch: str | tuple[str, ...] = "patch_size"
     notes: tuple[str, ...] = field(default=())  # what a user should know (e.g. what is served at block granularity)
+    variants: tuple[Variant, ...] = ()  # records for models of these classes built another way (first match wins)
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -144,13 +157,41 @@ class Family:
             names.extend(m for m in spec.modules if m not in names)
         return tuple(names)
 
+    def resolved(self, diffusion_model: object) -> Family:
+        """The record for this diffusion model: its first variant whose attribute holds, else this one."""
+        for variant in self.variants:
+            if variant.holds(diffusion_model):
+                return variant.family
+        return self
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The record of a family's models whose attribute ``when`` (a dotted path from the diffusion model, e.g.
+    ``"double_blocks.0.flipped_img_txt"``) exists and is truthy: a ComfyUI version may build the same model class with
+    another token order, which the blocks' own attributes tell (the behavioural check cannot see a wrong role in a
+    fused block). The variant keeps the family's name and layout, so profiles carry over."""
+
+    when: str
+    family: Family
+
+    def holds(self, diffusion_model: object) -> bool:
+        value: object = diffusion_model
+        for name in self.when.split("."):
+            value = getattr(value, name, None)
+            if value is None:
+                return False
+        return bool(value)
+
 
 def patched_tokens(latent_shape: Sequence[int], patch: int | Sequence[int]) -> int:
     """Image tokens of a latent (B, C, *dims) patched by ``patch`` (ComfyUI pads every patched dim up to a multiple
-    of its patch size): the product of ``ceil(dim / p)`` over the last ``len(patch)`` dims (2 for an int)."""
+    of its patch size): the product of ``ceil(dim / p)`` over the last ``len(patch)`` dims (2 for an int), times the
+    dims before them, which are not patched (the frames of a video latent with a spatial patch size, as Mochi's)."""
     sizes = (int(patch),) * 2 if isinstance(patch, int) else tuple(int(p) for p in patch)
-    dims = tuple(int(d) for d in latent_shape[2:])[-len(sizes) :]
-    tokens = 1
+    every = tuple(int(d) for d in latent_shape[2:])
+    dims, leading = every[-len(sizes) :], every[: max(len(every) - len(sizes), 0)]
+    tokens = math.prod(leading)
     for d, p in zip(dims, sizes[-len(dims) :], strict=True):
         tokens *= -(-d // max(p, 1))
     return tokens

@@ -18,7 +18,7 @@ import torch
 
 from ..accounting import FlopMeter
 from ..tokens import TokenLayout, TokenScore, recompute_positions, token_count, token_scores
-from .spec import AUTO, BlockSpec, Role
+from .spec import AUTO, BlockSpec, References, Role
 
 
 Tensor = torch.Tensor
@@ -73,7 +73,8 @@ class BlockCall:
 
     def outputs(self, out: Any) -> dict[str, Tensor]:
         """The stream tensors the call returned, by stream name (``None`` outputs are absent). A discovered block's
-        outputs are named after the first not yet matched tensor argument of the same shape, in order."""
+        outputs are named, in order, after a not yet matched tensor argument of the same shape: of several, the
+        nearest (a block's output stays near its own input: ``x + f(x)``)."""
         if self.spec.returns == (AUTO,):
             return self._matched(out)
         values = (out,) if len(self.spec.returns) == 1 and torch.is_tensor(out) else tuple(out)
@@ -94,7 +95,10 @@ class BlockCall:
         free = dict(self.inputs())
         matched: dict[str, Tensor] = {}
         for i, value in enumerate(values):
-            name = next((n for n, x in free.items() if torch.is_tensor(value) and x.shape == value.shape), None)
+            same = [n for n, x in free.items() if torch.is_tensor(value) and x.shape == value.shape]
+            if len(same) > 1:  # streams of one shape (as many text as image tokens): the nearest input
+                same.sort(key=lambda n: float((value - free[n]).detach().float().norm()))
+            name = same[0] if same else None
             if name is None:
                 matched[f"#{i}"] = value  # an output with no input of its shape: no residual
                 continue
@@ -117,22 +121,31 @@ class BlockCall:
 
 def stream_layouts(call: BlockCall, image: int, text: int) -> dict[str, TokenLayout]:
     """Token layout of each input stream of a call: ``image`` image tokens (from the latent), ``text`` text tokens
-    (of the call's text stream), the rest of an image stream being reference tokens."""
+    (of the call's text stream), the rest of an image stream being reference tokens, placed as the block's spec says
+    (``spec.References``; mixed in among the image tokens, none of them can be pruned)."""
     layouts: dict[str, TokenLayout] = {}
+    references = call.spec.references
     for name, tensor in call.inputs().items():
         if tensor.dim() < 3:
             continue  # not a token sequence
         n, role = token_count(tensor), call.spec.streams.get(name, Role.IMAGE)
         if role is Role.TEXT:
             layouts[name] = TokenLayout(text=n, image=0)
-        elif role is Role.IMAGE:
-            layouts[name] = TokenLayout(text=0, image=min(image, n), reference=max(n - image, 0))
-        else:
-            t = min(text, n)
-            i = min(image, n - t)
-            layouts[name] = TokenLayout(
-                text=t, image=i, reference=n - t - i, image_first=role is Role.JOINT_IMAGE_FIRST
-            )
+            continue
+        if role is Role.REFERENCE:
+            layouts[name] = TokenLayout(text=0, image=0, reference=n)
+            continue
+        t = 0 if role is Role.IMAGE else min(text, n)
+        i = min(image, n - t)
+        if references is References.MIXED and n - t - i > 0:
+            i = 0
+        layouts[name] = TokenLayout(
+            text=t,
+            image=i,
+            reference=n - t - i,
+            image_first=role is Role.JOINT_IMAGE_FIRST,
+            reference_first=references is References.BEFORE or role is Role.JOINT_REFERENCE_FIRST,
+        )
     return layouts
 
 
@@ -146,7 +159,13 @@ def joint_layout(parts: Sequence[TokenLayout]) -> TokenLayout:
     image_first = first_image is not None and (
         parts[first_image].image_first or (first_text is not None and first_image < first_text)
     )
-    return TokenLayout(text=text, image=image, reference=reference, image_first=image_first)
+    first_reference = next((i for i, p in enumerate(parts) if p.reference and not p.image), None)
+    reference_first = first_image is not None and (
+        parts[first_image].reference_first or (first_reference is not None and first_reference < first_image)
+    )
+    return TokenLayout(
+        text=text, image=image, reference=reference, image_first=image_first, reference_first=reference_first
+    )
 
 
 @dataclass

@@ -30,10 +30,7 @@ RUN_WORKFLOWS: dict[str, dict[str, dict[str, Any]]] = {
 }
 TEXT_NODE_TYPES = {"PreviewAny"}  # the frontend shows text for these (0.3.75 and 0.33)
 # Text nodes whose source still writes single line breaks (which 0.3.75 joins into one paragraph): title -> reason.
-PENDING_LINE_FORMAT = {
-    "Plan summary": "Schedule.summary (soda_core/schedule.py) is being rewritten elsewhere; it should use "
-    "nodes/text_lines.report_text",
-}
+PENDING_LINE_FORMAT: dict[str, str] = {}  # text reports not yet in line format, by node title (none left)
 RUN_TIMEOUT_S = 600.0
 DISPLAY_TIMEOUT_S = 30.0
 ARTIFACT_DIR = ROOT / "tests" / "artifacts"

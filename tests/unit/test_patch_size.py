@@ -30,8 +30,8 @@ def test_patch_of_reads_an_attribute_a_dotted_path_or_one_path_per_dim():
     assert patch_of(model, "missing") == 1 and patch_of(model, "patchifier.missing") == 1
 
 
-def test_video_latents_count_their_frames_only_with_a_patch_per_dim():
+def test_video_latents_count_their_frames():
     latent = (2, 16, 5, 9, 8)  # (B, C, T, H, W): ComfyUI pads H to 10
     assert patched_tokens(latent, (1, 2, 2)) == 5 * 5 * 4
     assert patched_tokens(latent, (1, 1, 1)) == 5 * 9 * 8
-    assert patched_tokens(latent, 2) == 5 * 4  # an int patch is spatial only: the frames are not counted
+    assert patched_tokens(latent, 2) == 5 * 5 * 4  # an int patch is spatial: every frame holds its tokens (Mochi)

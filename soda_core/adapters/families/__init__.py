@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ..spec import Family
+from . import others
+from .dualstream import HIDREAM, HUNYUAN_VIDEO, LUMINA2, QWEN_IMAGE
 from .flux import CHROMA, FLUX
 from .mmdit import AURAFLOW, HUNYUAN_DIT, PIXART, SD3
 from .video import COSMOS_PREDICT2, LTXV, UNSERVED, WAN, WAN_VACE
@@ -19,5 +21,10 @@ FAMILIES: tuple[Family, ...] = (
     WAN_VACE,
     LTXV,
     COSMOS_PREDICT2,
+    QWEN_IMAGE,
+    HUNYUAN_VIDEO,
+    LUMINA2,
+    HIDREAM,
+    *others.FAMILIES,
     *UNSERVED,
 )

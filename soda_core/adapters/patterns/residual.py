@@ -54,11 +54,12 @@ class ResidualProgram:
         if not before:
             return out
         outputs = call.outputs(out)
-        residual = {s: outputs[s] - x for s, x in before.items() if s in outputs and outputs[s].shape == x.shape}
+        # in the order the block returns them: a discovered block's reuse rebuilds its return value from this order
+        residual = {s: y - before[s] for s, y in outputs.items() if s in before and y.shape == before[s].shape}
         if step.record:
             step.cache[BLOCK] = residual
         if step.observe is not None and residual:
-            streams = [s for s in self.spec.streams if s in residual]
+            streams = [s for s in self.spec.streams if s in residual] if self.spec.streams else list(residual)
             for s in streams:
                 step.note_scores(BLOCK, s, before[s])
             output = _joint(residual[s] for s in streams)  # (B, N, C)

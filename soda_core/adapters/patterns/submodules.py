@@ -7,8 +7,10 @@ While the block runs its own forward, a call of a module's submodule is served a
 * reuse: the output submodule returns its cached output instead of computing; the input linears return zeros and
   the attention call between them (``attention``) returns zeros, so none of the module's FLOPs are spent;
 * partial (token-wise outputs): the output submodule runs on the selected tokens only and its rows are written into
-  the cached output; with input linears, only the selected queries attend (to every key and value), except in an
-  attention call over part of the module's queries (LTXV's guide mask splits them), which runs in full.
+  the cached output; with input linears, only the selected queries attend (to every key and value). An attention
+  call over a prefix of the module's queries that holds every image token (Mochi leaves out the text padding)
+  recomputes the selected queries it has; a call over another part (LTXV's guide mask splits the queries) runs in
+  full.
 
 Cached and returned outputs are copies: blocks may update a submodule's output in place (Flux's ``apply_mod`` with
 ``modulation_dims`` does).
@@ -60,6 +62,21 @@ def _returned(role: Out, outputs: tuple[Tensor, ...]) -> Any:
     return outputs[0] if len(outputs) == 1 and not role.packed else outputs
 
 
+def joint_tokens(parts: list[Tensor]) -> Tensor:
+    """Per-stream outputs (B, N_s, C_s) concatenated along tokens (B, N, C); a narrower stream (Mochi's text, 1536
+    wide beside 3072) is zero-padded to the widest, which adds nothing to an output's norm or to any difference."""
+    width = max(p.shape[-1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[-1])) for p in parts], dim=1)
+
+
+def _within(positions: Tensor, tokens: int) -> Tensor:
+    """The joint positions (B, n) that a call over the first ``tokens`` queries holds (every row drops the same
+    trailing text positions: they are recomputed for all rows or none)."""
+    if positions.numel() == 0 or int(positions.max()) < tokens:
+        return positions
+    return positions[positions < tokens].view(positions.shape[0], -1)
+
+
 class SubmoduleProgram:
     def __init__(self, spec: Submodules) -> None:
         self.spec = spec
@@ -98,7 +115,7 @@ class SubmoduleProgram:
                 step.cache[module.name] = fresh
             if step.observe is not None:
                 streams = [s for s in module.streams if s in fresh]
-                output = torch.cat([as_tokens(fresh[s]) for s in streams], dim=1)  # (B, N, C) in joint order
+                output = joint_tokens([as_tokens(fresh[s]) for s in streams])  # (B, N, C) in joint order
                 scores = step.joint_scores(module.name, streams, output.shape[0])
                 step.observe(module.name, output, scores, step.layout_of(streams))
         return out
@@ -129,9 +146,13 @@ class SubmoduleProgram:
             layout = step.layout_of(owner.streams)
             share = layout.image / max(layout.total, 1) if owner.name in self.partial and owner.inputs else 0.0
             step.meter.enter(owner.name, share)
-        whole = call.query_tokens == step.layout_of(owner.streams).total  # not a call on part of its queries
-        if ratio < 1.0 and owner.inputs and owner.name in self.partial and whole:
-            out = call.on_queries(step.joint_positions(owner.name, owner.streams, ratio))
+        layout = step.layout_of(owner.streams)
+        # the call's queries hold every image token: all of the module's (or a prefix without trailing text padding,
+        # as Mochi attends); a call over another part (LTXV's guide mask splits noisy and guide queries) runs in full
+        covers = layout.image_start + layout.image <= call.query_tokens <= layout.total
+        if ratio < 1.0 and owner.inputs and owner.name in self.partial and covers:
+            positions = step.joint_positions(owner.name, owner.streams, ratio)  # (B, n)
+            out = call.on_queries(_within(positions, call.query_tokens))
         else:
             out = call.run()
         if step.meter is not None:

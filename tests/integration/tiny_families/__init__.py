@@ -9,6 +9,7 @@ loaded through ``comfy.sd.load_diffusion_model`` (what ComfyUI's UNETLoader node
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,17 +37,36 @@ class TinyFamily:
     modules: tuple[str, ...] = ("attn", "mlp")  # the layout's module axis
     kinds: tuple[str, ...] = ()  # block kinds of the layout, in order
     words: int = 6  # text tokens of the positive prompt
-    block_params: str = "blocks"  # in the names of its blocks' parameters (the LoRA test patches one of them)
     weight_buffers: tuple[str, ...] = ()  # buffers that hold checkpoint weights (built empty, e.g. SD3's pos_embed)
+    batches: bool = True  # ComfyUI itself samples it with more than one row (cond and uncond, or two samples)
+    requires: str = ""  # "module:attribute" the running ComfyUI must have (a variant only newer versions build)
     tags: frozenset[str] = field(default_factory=frozenset)
     # ComfyUI versions whose block code the module program cannot serve (the behavioural check falls back to block
     # granularity with one warning per block class), e.g. Wan S2V on 0.3.75, whose blocks get no transformer_options
     block_granularity_on: frozenset[str] = field(default_factory=frozenset)
+    cfg: float = 1.0  # CFG scale of the test runs (a model that batches cond and uncond itself needs > 1)
+    reduced: bool = False  # served at block granularity: no pruning variant, no LoRA test (same code path)
+    model_weights: Callable[[], dict[str, Any]] | None = None  # what get_model loads besides the diffusion model
 
     def available(self) -> bool:
         import comfy.supported_models
 
-        return hasattr(comfy.supported_models, self.model_class)
+        if not hasattr(comfy.supported_models, self.model_class):
+            return False
+        if not self.requires:
+            return True
+        module, _, attribute = self.requires.partition(":")
+        try:
+            return hasattr(importlib.import_module(module), attribute)
+        except ImportError:
+            return False
+
+    @property
+    def title(self) -> str:
+        """What users call the model (the README's family table)."""
+        from .titles import TITLES
+
+        return TITLES.get(self.name, self.name)
 
     def falls_back(self) -> bool:
         from comfyui_soda.nodes.patching import comfy_version
@@ -55,9 +75,9 @@ class TinyFamily:
 
 
 def _families() -> tuple[TinyFamily, ...]:
-    from . import flux, mmdit, video
+    from . import dualstream, flux, mmdit, others, video
 
-    return (*flux.FAMILIES, *mmdit.FAMILIES, *video.FAMILIES)
+    return (*flux.FAMILIES, *mmdit.FAMILIES, *video.FAMILIES, *dualstream.FAMILIES, *others.FAMILIES)
 
 
 def available() -> list[TinyFamily]:
@@ -78,7 +98,11 @@ def build(family: TinyFamily, seed: int = 0, folder: Path | None = None) -> Any:
     from comfyui_soda.nodes.reference_model import build_diffusion_model
     from comfyui_soda.soda_core.weights import seed_parameters
 
-    model = build_diffusion_model(family.model_class, family.unet_config)
+    model = (
+        _with_weights(family)
+        if family.model_weights
+        else build_diffusion_model(family.model_class, family.unet_config)
+    )
     seed_parameters(model.diffusion_model, seed)
     for name in family.weight_buffers:
         buffer = model.diffusion_model.get_buffer(name)
@@ -97,6 +121,16 @@ def build(family: TinyFamily, seed: int = 0, folder: Path | None = None) -> Any:
     )
 
 
+def _with_weights(family: TinyFamily) -> Any:
+    """A model whose ``get_model`` loads weights of its own (Stable Audio's seconds embedders), in float32."""
+    import comfy.supported_models
+
+    assert family.model_weights is not None
+    model_config = getattr(comfy.supported_models, family.model_class)(family.unet_config)
+    model_config.set_inference_dtype(torch.float32, None)
+    return model_config.get_model(family.model_weights())
+
+
 def conditioning(family: TinyFamily, seed: int, words: int | None = None, batch: int = 1) -> Conditioning:
     cond = randn(seed, 1, family.words if words is None else words, family.context)
     return [[cond, family.extras(seed + 1000, 1)]]
@@ -106,7 +140,7 @@ def sample(
     patcher: Any,
     family: TinyFamily,
     steps: int = 6,
-    cfg: float = 1.0,
+    cfg: float | None = None,
     seed: int = 0,
     batch: int = 1,
     negative_words: int | None = None,
@@ -122,7 +156,7 @@ def sample(
         patcher,
         noise,
         steps,
-        cfg,
+        family.cfg if cfg is None else cfg,
         sampler,
         scheduler,
         conditioning(family, 1),

@@ -83,7 +83,6 @@ FAMILIES: tuple[TinyFamily, ...] = (
         (4, 16, 16),
         64,
         kinds=("double_block", "single_block"),
-        block_params="_layers.",
     ),
     TinyFamily(
         "hunyuan_dit",
