@@ -9,7 +9,6 @@ that conditions a whole batch at once, and a VAE-free latent preview decode, so 
 in seconds.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from comfy_api.latest import io
 from ..soda_core.weights import seed_parameters
 from .inputs import SodaNode, checked
 from .patching import comfy_version
+from .reference_text import encode_captions, encode_text, label_numbers, parse_labels, text_widths
 
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,6 @@ DEFAULT_MODEL = "soda_reference_digits.safetensors"
 FORMAT_VERSION = "1"
 # metadata "soda.model_family" -> class name in comfy.supported_models
 MODEL_FAMILIES = {"flux": "Flux"}
-MAX_WORDS = 64
 CATEGORY = "sampling/soda/reference"
 
 
@@ -175,81 +174,9 @@ def build_flux_patcher(unet_config: dict[str, Any], seed: int) -> comfy.model_pa
     return _wrap(model)
 
 
-def _word_vector(word: str, width: int) -> torch.Tensor:
-    """A fixed randn vector for ``word``: a generator seeded with the first 8 bytes of ``sha256(word)``."""
-    seed = int.from_bytes(hashlib.sha256(word.encode("utf-8")).digest()[:8], "little")
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(seed)
-    return torch.randn(width, generator=generator, dtype=torch.float32)
-
-
-def encode_text(text: str, context_dim: int, pooled_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic stand-in text encoder: (cond [1, n_words, context_dim], pooled [1, pooled_dim]).
-
-    Words are the lower-cased ``\\w+`` runs of ``text`` (an empty prompt counts as one empty word; at most 64 are
-    kept). The pooled vector is the mean word vector, truncated to ``pooled_dim``, or tiled up to it when wider.
-    """
-    words = re.findall(r"\w+", text.lower()) or [""]
-    if len(words) > MAX_WORDS:
-        logger.warning("SODA Reference Text Encode: keeping the first %d of %d words", MAX_WORDS, len(words))
-        words = words[:MAX_WORDS]
-    cond = torch.stack([_word_vector(word, context_dim) for word in words]).unsqueeze(0)
-    mean = cond[0].mean(dim=0)
-    pooled = mean.repeat(-(-pooled_dim // context_dim))[:pooled_dim]
-    return cond, pooled.unsqueeze(0)
-
-
-def encode_captions(captions: list[str], context_dim: int, pooled_dim: int) -> list[list[Any]]:
-    """One CONDITIONING entry for a batch of captions: cond [N, words, context_dim] and pooled [N, pooled_dim].
-
-    Row ``i`` conditions latent ``i`` of a batch of ``N`` (ComfyUI keeps a conditioning batch that equals the latent
-    batch). Every caption must have the same number of words, as rows of one tensor do.
-    """
-    encoded = [encode_text(caption, context_dim, pooled_dim) for caption in captions]
-    lengths = sorted({cond.shape[1] for cond, _ in encoded})
-    if len(lengths) > 1:
-        raise ValueError(f"encode_captions needs captions of one word count; got {lengths} words in {captions!r}.")
-    cond = torch.cat([c for c, _ in encoded])
-    pooled = torch.cat([p for _, p in encoded])
-    return [[cond, {"pooled_output": pooled}]]
-
-
-def label_numbers(text: str, highest: str = "") -> list[int]:
-    """The numbers of ``"3"``, ``"0 1 2"``, ``"0,4,4"`` or ranges like ``"0-9"``, in order (no model needed, so the
-    prompt is refused when queued); ``highest`` (e.g. ``"9"``) completes the fix of the error."""
-    labels: list[int] = []
-    for part in re.split(r"[\s,;]+", text.strip()):
-        if not part:
-            continue
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if match is None:
-            numbers = f"class numbers 0..{highest}" if highest else "class numbers"
-            raise ValueError(
-                f"SODA Reference Class Encode: {part!r} in labels={text!r} is not a class number or range. "
-                f"Fix: write {numbers} separated by spaces or commas, or a range like 0-9."
-            )
-        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
-        labels.extend(range(first, last + 1) if first <= last else range(first, last - 1, -1))
-    return labels
-
-
-def parse_labels(text: str, classes: tuple[str, ...]) -> list[int]:
-    """Class indices from ``"3"``, ``"0 1 2"``, ``"0,4,4"`` or ranges like ``"0-9"``; each must name a class."""
-    labels = label_numbers(text, str(len(classes) - 1))
-    wrong = sorted({label for label in labels if not 0 <= label < len(classes)})
-    if not labels or wrong:
-        problem = "names no class" if not labels else f"names class(es) {wrong}, which this model does not have"
-        raise ValueError(
-            f"SODA Reference Class Encode: labels={text!r} {problem}. This model knows {len(classes)} classes: "
-            + ", ".join(f"{i} = {caption!r}" for i, caption in enumerate(classes))
-            + ". Fix: use numbers from 0 to "
-            + f"{len(classes) - 1}, e.g. '0-9' for one of each."
-        )
-    return labels
-
-
 def latent_preview_rgb(latent_format: Any, samples: torch.Tensor, upscale: int) -> torch.Tensor:
-    """Latent [B, C, H, W] -> IMAGE [B, H*upscale, W*upscale, 3] with ComfyUI's Latent2RGB preview map.
+    """Latent [B, C, H, W] -> IMAGE [B, H*upscale, W*upscale, 3] with ComfyUI's Latent2RGB preview map; a video
+    latent [B, C, T, H, W] gives its B*T frames (video by video).
 
     The LATENT output of a sampler is in VAE space; previews see the model-space x0, so ``process_in`` comes first.
     Then ``rgb = x @ latent_rgb_factors + bias``, mapped from [-1, 1] to [0, 1] and clamped, as ``latent_preview.py``.
@@ -258,9 +185,14 @@ def latent_preview_rgb(latent_format: Any, samples: torch.Tensor, upscale: int) 
         raise ValueError(f"{type(latent_format).__name__} latents have no latent_rgb_factors; use a VAE Decode.")
     if latent_format.latent_rgb_factors_reshape is not None:
         samples = latent_format.latent_rgb_factors_reshape(samples)
-    if samples.dim() != 4:
-        raise ValueError(f"SODA Latent Preview Decode expects image latents [B, C, H, W]; got {tuple(samples.shape)}.")
-    x = latent_format.process_in(samples.to(torch.float32))
+    if samples.dim() not in (4, 5):
+        raise ValueError(
+            "SODA Latent Preview Decode expects image latents [B, C, H, W] or video latents [B, C, T, H, W]; got "
+            f"{tuple(samples.shape)}."
+        )
+    x = latent_format.process_in(samples.to(torch.float32))  # video formats normalise per channel on 5-D latents
+    if x.dim() == 5:
+        x = x.movedim(2, 1).flatten(0, 1)  # (B*T, C, H, W): every frame of every video, in order
     factors = torch.tensor(latent_format.latent_rgb_factors, dtype=torch.float32, device=x.device)
     bias = latent_format.latent_rgb_factors_bias
     bias = None if bias is None else torch.tensor(bias, dtype=torch.float32, device=x.device)
@@ -306,25 +238,32 @@ class SODAReferenceTextEncode(SodaNode):
             node_id="SODAReferenceTextEncode",
             display_name="SODA Reference Text Encode",
             category=CATEGORY,
-            description="Deterministic stand-in text encoder for the reference model: every word maps to a fixed "
-            "random vector (seeded by its SHA-256), so equal prompts give equal conditioning. No CLIP/T5 needed.",
+            description="Deterministic stand-in text encoder for the reference model, or any model whose config "
+            "gives its text width (Flux, Wan, Qwen-Image...): every word maps to a fixed random vector (seeded by its "
+            "SHA-256), so equal prompts give equal conditioning. No CLIP/T5 needed.",
             inputs=[
-                io.Model.Input("model", tooltip="The model to condition; sets the context and pooled widths."),
+                io.Model.Input(
+                    "model",
+                    tooltip="The model to condition; its config sets the context width and whether a pooled vector "
+                    "is given (Flux.1's vec_in_dim).",
+                ),
                 io.String.Input(
                     "text", multiline=True, default="", tooltip="The prompt; words are lower-cased, at most 64."
                 ),
             ],
-            outputs=[io.Conditioning.Output(tooltip="Conditioning [1, words, context_in_dim] with pooled_output.")],
+            outputs=[
+                io.Conditioning.Output(
+                    tooltip="Conditioning [1, words, context width], with pooled_output where the model takes one."
+                )
+            ],
         )
 
     @classmethod
     @checked
     def execute(cls, model: Any, text: str) -> io.NodeOutput:
-        unet_config = model.model.model_config.unet_config
-        if unet_config.get("context_in_dim") is None or unet_config.get("vec_in_dim") is None:
-            raise ValueError("SODA Reference Text Encode needs a Flux-family model (context_in_dim and vec_in_dim).")
-        cond, pooled = encode_text(text, unet_config["context_in_dim"], unet_config["vec_in_dim"])
-        return io.NodeOutput([[cond, {"pooled_output": pooled}]])
+        context, pooled = text_widths(model)
+        cond, pooled_output = encode_text(text, context, pooled or context)
+        return io.NodeOutput([[cond, {"pooled_output": pooled_output} if pooled else {}]])
 
 
 class SODAReferenceClassEncode(SodaNode):
@@ -397,7 +336,7 @@ class SODALatentToImage(SodaNode):
             display_name="SODA Latent Preview Decode",
             category=CATEGORY,
             description="Turn a latent into a rough IMAGE with the model's latent-to-RGB preview factors (the map "
-            "ComfyUI's live previews use), without a VAE.",
+            "ComfyUI's live previews use), without a VAE. A video latent gives one image per frame.",
             inputs=[
                 io.Model.Input("model", tooltip="The model the latent belongs to; gives its latent format."),
                 io.Latent.Input("samples", tooltip="The latent to preview, e.g. a sampler's output."),
@@ -414,7 +353,11 @@ class SODALatentToImage(SodaNode):
                     "(handy for many small images, e.g. a batch of digits).",
                 ),
             ],
-            outputs=[io.Image.Output(tooltip="IMAGE [B, H*upscale, W*upscale, 3] in [0, 1] (one image as a grid).")],
+            outputs=[
+                io.Image.Output(
+                    tooltip="IMAGE [B, H*upscale, W*upscale, 3] in [0, 1] (video: B*frames images; one image as a grid)."
+                )
+            ],
         )
 
     @classmethod

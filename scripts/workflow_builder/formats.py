@@ -16,8 +16,8 @@ from .graph import (
     Workflow,
     build_links,
     check_node,
-    default_size,
     execution_order,
+    geometry,
     group_bounds,
     widget_values,
 )
@@ -45,7 +45,14 @@ def ui_input(spec: InputSpec, link: int | None) -> dict[str, Any]:
     return slot
 
 
-def ui_node(node: Node, node_id: int, schema: NodeSchema, values: dict[str, Any], links: Links) -> dict[str, Any]:
+def ui_node(
+    node: Node,
+    node_id: int,
+    schema: NodeSchema,
+    values: dict[str, Any],
+    links: Links,
+    place: tuple[list[float], list[float]],
+) -> dict[str, Any]:
     listed: list[Any] = []  # widgets_values: /object_info widget order, a control value after each seed
     for spec in schema.widgets:
         listed.append(values[spec.name])
@@ -60,8 +67,8 @@ def ui_node(node: Node, node_id: int, schema: NodeSchema, values: dict[str, Any]
     data: dict[str, Any] = {
         "id": node_id,
         "type": node.type,
-        "pos": list(node.pos),
-        "size": list(node.size or default_size(schema)),
+        "pos": place[0],
+        "size": place[1],
         "flags": {},
         "order": 0,  # set once every node is known
         "mode": 0,
@@ -137,13 +144,14 @@ def build(workflow: Workflow, object_info: dict[str, Any]) -> Built:
     for node in workflow.nodes:
         check_node(workflow, node, schemas[node.key])
     links = build_links(workflow, schemas, ids)
+    placed = geometry(workflow.nodes, schemas)
 
     ui_nodes: list[dict[str, Any]] = []
     api: dict[str, Any] = {}
     for node in workflow.nodes:
         schema = schemas[node.key]
         values = widget_values(workflow, node, schema)
-        ui_nodes.append(ui_node(node, ids[node.key], schema, values, links))
+        ui_nodes.append(ui_node(node, ids[node.key], schema, values, links, placed[node.key]))
         api[str(ids[node.key])] = api_node(node, schema, values, schemas, ids)
     note_id = len(ui_nodes) + 1
     ui_nodes.append(note_node(workflow, note_id))
@@ -151,12 +159,11 @@ def build(workflow: Workflow, object_info: dict[str, Any]) -> Built:
     for data in ui_nodes:
         data["order"] = order[data["id"]]
 
-    sizes = {node.key: tuple(data["size"]) for node, data in zip(workflow.nodes, ui_nodes)}
     groups = [
         {
             "id": index + 1,
             "title": group.title,
-            "bounding": group_bounds([(n.pos, sizes[n.key]) for n in workflow.nodes if n.key in group.members]),
+            "bounding": group_bounds([placed[key] for key in keys if key in group.members]),
             "color": GROUP_COLOR,
             "font_size": GROUP_FONT_SIZE,
             "flags": {},

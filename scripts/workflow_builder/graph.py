@@ -22,18 +22,25 @@ GROUP_COLOR = "#3f789e"
 DEFAULT_WIDTH = 320
 
 
+STACK_GAP = 50  # vertical gap between stacked nodes of one column (room for the next node's title bar)
+
+
 @dataclass
 class Node:
     """One node. ``links`` maps an input name to ``(source node key, source output name)``; ``widgets`` maps a widget
-    input name to its value (inputs left out take their /object_info default)."""
+    input name to its value (inputs left out take their /object_info default).
+
+    ``pos`` may leave y as None: the node then sits below the previous node with the same x (``STACK_GAP`` apart),
+    or at y = 0 as the first of its column. ``size`` (or its height) may be None: the size litegraph computes; a
+    given height below that is raised to it (an input added to a node type must not make the editor resize it)."""
 
     key: str
     type: str
-    pos: tuple[float, float]
+    pos: tuple[float, float | None]
     title: str | None = None
     widgets: dict[str, Any] = field(default_factory=dict)
     links: dict[str, tuple[str, str]] = field(default_factory=dict)
-    size: tuple[float, float] | None = None
+    size: tuple[float, float | None] | None = None
     models: list[dict[str, str]] | None = None  # properties.models: the frontend offers these downloads if missing
 
 
@@ -60,6 +67,22 @@ def default_size(schema: NodeSchema) -> tuple[float, float]:
     widgets = sum(2 if spec.options.get("control_after_generate") else 1 for spec in schema.widgets)
     rows = max(len(schema.sockets), len(schema.outputs), 1 if widgets else 0)
     return DEFAULT_WIDTH, rows * SLOT_HEIGHT + widgets * WIDGET_HEIGHT + (14 if widgets else 6)
+
+
+def geometry(nodes: list[Node], schemas: dict[str, NodeSchema]) -> dict[str, tuple[list[float], list[float]]]:
+    """Node key -> (pos, size) with every None resolved: default sizes from the schema, stacked columns."""
+    placed: dict[str, tuple[list[float], list[float]]] = {}
+    column_bottom: dict[float, float] = {}
+    for node in nodes:
+        width, height = default_size(schemas[node.key])
+        if node.size is not None:  # never below litegraph's computeSize: the editor would grow the node on load
+            width, height = node.size[0], max(height, node.size[1] or 0)
+        x, y = node.pos
+        if y is None:
+            y = column_bottom[x] + STACK_GAP if x in column_bottom else 0
+        column_bottom[x] = max(column_bottom.get(x, y + height), y + height)
+        placed[node.key] = ([x, y], [width, height])
+    return placed
 
 
 @dataclass
@@ -144,7 +167,7 @@ def execution_order(ui_nodes: list[dict[str, Any]], links: list[list[Any]]) -> d
     return order
 
 
-def group_bounds(members: list[tuple[tuple[float, float], tuple[float, float]]]) -> list[float]:
+def group_bounds(members: list[tuple[list[float], list[float]]]) -> list[float]:
     left = min(pos[0] for pos, _ in members) - GROUP_PADDING
     top = min(pos[1] for pos, _ in members) - NODE_TITLE_HEIGHT - GROUP_TITLE_HEIGHT - GROUP_PADDING // 2
     right = max(pos[0] + size[0] for pos, size in members) + GROUP_PADDING

@@ -31,8 +31,13 @@ UI_WORKFLOWS = sorted(path.stem for path in WORKFLOWS_DIR.glob("*.json"))
 SCREENSHOT_WORKFLOW = "soda_quickstart"
 ARTIFACT = ROOT / "tests" / "artifacts" / "quickstart_graph.png"
 README_IMAGE = ROOT / "docs" / "images" / "quickstart_graph.png"
-# The SODA stages every shared workflow must show; each file's other SODA node types are expected as well.
-CORE_SODA_TYPES = {"SODAProfileSensitivity", "SODAPlanSchedule", "SODAModelPatch", "SODACompareImages"}
+# The SODA path every shared workflow must show, one of: the one-node path (SODA Accelerate), SODA step by step,
+# or a plan from a saved profile; each file's other SODA node types are expected as well.
+SODA_PATHS = (
+    {"SODAAccelerate"},
+    {"SODAProfileSensitivity", "SODAPlanSchedule", "SODAModelPatch", "SODACompareImages"},
+    {"SODALoadProfile", "SODAPlanSchedule", "SODAModelPatch"},
+)
 MISSING_MODELS_HEADER = "Missing Models"
 LOAD_SCRIPT = """
 const [url, done] = arguments;
@@ -119,9 +124,8 @@ def test_frontend_loads_workflow(name: str, editor: Any, comfy_server: Any) -> N
     # The graph: the expected node types, none with errors, no widget clipped.
     types = {node["type"] for node in result["nodes"]}
     file_soda_types = {node["type"] for node in expected["nodes"] if node["type"].startswith("SODA")}
-    assert CORE_SODA_TYPES | file_soda_types <= types, (
-        f"SODA node types missing: {(CORE_SODA_TYPES | file_soda_types) - types}"
-    )
+    assert any(path <= file_soda_types for path in SODA_PATHS), f"no SODA path in the file: {file_soda_types}"
+    assert file_soda_types <= types, f"SODA node types missing: {file_soda_types - types}"
     assert file_soda_types <= set(result["registered"]), f"not registered in the editor: {file_soda_types}"
     errors = [f"{n['id']} {n['type']}" for n in result["nodes"] if n["has_errors"]]
     assert not errors, f"nodes flagged with errors: {errors}"
