@@ -186,6 +186,7 @@ def train_generator(args: argparse.Namespace, model: Any, gray: Any, labels: Any
     losses: list[float] = []
     started = time.perf_counter()
     diffusion_model.train()
+    diffusion_model.requires_grad_(True)  # ComfyUI 0.33 builds its parameters frozen (inference only)
     for step in range(args.iterations):
         index = torch.randint(0, len(labels), (args.batch,), generator=generator)
         x0 = encode(model.latent_format, shift(gray[index], generator))  # (B, 16, 16, 16) model space
@@ -201,7 +202,16 @@ def train_generator(args: argparse.Namespace, model: Any, gray: Any, labels: Any
         for group in optimizer.param_groups:
             group["lr"] = lr_at(args, step)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            loss.backward()
+        except RuntimeError as error:
+            if "no autograd formula" not in str(error):
+                raise
+            raise SystemExit(
+                f"This ComfyUI cannot train through its own forward: {str(error).splitlines()[0]} (ComfyUI 0.33 "
+                "computes rotary embeddings with a kernel that has no backward). Train on ComfyUI 0.3.75; the "
+                "trained model loads and samples on both."
+            ) from None
         torch.nn.utils.clip_grad_norm_(diffusion_model.parameters(), 1.0)
         optimizer.step()
         decay = min(EMA_DECAY, (1 + step) / (10 + step))

@@ -1,5 +1,6 @@
-"""The real ComfyUI 0.3.75 server loads the pack: every declared SODA node is served and documented, no errors."""
+"""The real ComfyUI server (0.3.75, or the tree COMFYUI_DIR names) loads the pack: every declared SODA node is served and documented, no errors."""
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -8,7 +9,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-COMFYUI_VERSION = "0.3.75"
+TESTED_VERSIONS = ("0.3.75", "0.33.0")  # pyproject.toml: requires-comfyui
 NODE_ID_PREFIX = "SODA"
 CATEGORY_PREFIX = "sampling/soda"
 PYTHON_MODULE = "custom_nodes.comfyui-soda"
@@ -20,9 +21,18 @@ def object_info(comfy_server: Any) -> dict[str, Any]:
     return info
 
 
-def test_server_answers_with_the_pinned_comfyui_version(comfy_server: Any) -> None:
+def _tree_version() -> str:
+    """The version the ComfyUI tree under test declares (its comfyui_version.py)."""
+    from comfy_env import comfyui_dir
+
+    text = (comfyui_dir() / "comfyui_version.py").read_text()
+    return re.search(r"__version__\s*=\s*[\"']([^\"']+)", text).group(1)  # type: ignore[union-attr]
+
+
+def test_server_answers_with_the_tree_version_the_pack_is_tested_on(comfy_server: Any) -> None:
     stats = comfy_server.system_stats()
-    assert stats["system"]["comfyui_version"] == COMFYUI_VERSION
+    assert stats["system"]["comfyui_version"] == _tree_version()
+    assert _tree_version() in TESTED_VERSIONS
     assert stats["devices"][0]["type"] == "cpu"
 
 

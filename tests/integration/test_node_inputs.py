@@ -200,9 +200,9 @@ def test_plan_sends_a_plan_under_a_socket_named_for_it(comfy):
     recipe, _, summary = SODAPlanSchedule.execute(small_profile(), 1.5, 1, True).result
     assert isinstance(recipe, ReplanRecipe)
     assert summary.splitlines()[:3] == [
-        "Planned for the profile's 6 steps.",
-        "steps: 6",
-        f"full steps: {len(recipe.schedule.anchors)} (steps {', '.join(map(str, recipe.schedule.anchors))})",
+        "- Planned for the profile's 6 steps.",  # list lines: each renders as a line in the UI
+        "- steps: 6",
+        f"- full steps: {len(recipe.schedule.anchors)} (steps {', '.join(map(str, recipe.schedule.anchors))})",
     ]
 
 

@@ -62,7 +62,8 @@ def test_loads_as_comfy_flux_with_bit_exact_weights(comfy, patcher) -> None:  # 
 
     assert isinstance(patcher, comfy.model_patcher.ModelPatcher)
     assert isinstance(patcher.model.diffusion_model, comfy.ldm.flux.model.Flux)
-    expected = load_file(str(MODEL_FILE))
+    # the file's keys as the running ComfyUI converts them when it loads a checkpoint (0.33 renamed RMSNorm .scale)
+    expected = patcher.model.model_config.process_unet_state_dict(load_file(str(MODEL_FILE)))
     loaded = patcher.model.diffusion_model.state_dict()
     assert loaded.keys() == expected.keys()
     for key, value in expected.items():
@@ -211,13 +212,15 @@ def test_load_errors_are_clear(ref, tmp_path) -> None:  # type: ignore[no-untype
         ref.load_reference_model(unknown)
 
     broken = dict(tensors)
-    del broken["img_in.weight"]
+    del broken["double_blocks.0.img_attn.proj.weight"]  # not a key ComfyUI's detection reads
     broken["extra.weight"] = torch.zeros(2)
     broken["txt_in.bias"] = torch.zeros(3, dtype=torch.float16)
     bad = tmp_path / "bad.safetensors"
     save_file(broken, str(bad), metadata=metadata)
     with pytest.raises(
-        ValueError, match=r"missing key\(s\): img_in\.weight.*unexpected key\(s\): extra\.weight.*txt_in"
+        ValueError,
+        match=r"missing key\(s\): double_blocks\.0\.img_attn\.proj\.weight.*"
+        r"unexpected key\(s\): extra\.weight.*txt_in",
     ):
         ref.load_reference_model(bad)
 

@@ -26,6 +26,8 @@ def _train(*args: str, quick: bool = True) -> subprocess.CompletedProcess[str]:
 def trained(comfy, tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
     done = _train("--out", str(out))
+    if done.returncode != 0 and "cannot train through its own forward" in done.stderr:
+        pytest.skip(done.stderr.strip().splitlines()[-1])  # ComfyUI 0.33: a kernel without a backward, said clearly
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 

@@ -99,6 +99,8 @@ FAMILIES: tuple[TinyFamily, ...] = (
         64,
         _flux2_edit_extras,
         kinds=("double_block", "single_block"),
+        # ComfyUI 0.33 itself raises on a batch of 2 with CFG here (index_timestep_zero's modulation: 8 vs 4 rows)
+        batches=False,
     ),
     TinyFamily(
         "chroma",
