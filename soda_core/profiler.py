@@ -20,7 +20,7 @@ Sketched profiling (``sketch_dim = d > 0``, the default): the ring keeps D P ins
 Gaussian projection P (C, d) of every token's channels (``sketch.py``: the estimator, why the token mix stays exact
 and why the relative error of small 1 - cos stays ~ sqrt(2/d) or less). ``sketch_dim=0`` keeps the outputs whole
 (exact; for tests and small models). Memory: ``profiler_memory.py`` (one formula for every buffer; Flux at 1024^2
-with 19 + 38 blocks, K = 8, d = 64, batch 1: 1.07 GiB held sketched, 1.42 GiB with the working copies of the widest
+with 19 + 38 blocks, K = 8, d = 64, batch 1: 1.04 GiB held sketched, 1.42 GiB with the working copies of the widest
 output, 2.82 GiB with CFG; exact, the ring alone is 24 GiB at the hidden width).
 
 Nothing leaves the device per call: sketches, per-token norms and the E_c / E_p sums are device tensors, the
