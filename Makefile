@@ -18,10 +18,9 @@ test: setup
 	$(MYPY) soda_core
 	$(PYTHON) -m pytest
 
-# The long soak (tests/e2e/test_soak.py, not collected by `make test`): 100 mixed prompts through the real server,
-# each re-run alone on a fresh server and compared bit for bit, resident memory within 10 %. `make test` runs only
-# its quick part (tests/e2e/test_soak_quick.py: bad inputs refused when queued); naming the file without
-# SODA_SOAK=long runs its short form (27 prompts).
+# The long soak (tests/e2e/test_soak.py with SODA_SOAK=long): 100 mixed prompts through the real server, each
+# re-run alone on a fresh server and compared bit for bit, resident memory within 10 %. `make test` runs its short
+# form (27 prompts, memory recorded) and its quick part (tests/e2e/test_soak_quick.py).
 soak: setup
 	SODA_SOAK=long $(PYTHON) -m pytest tests/e2e/test_soak.py -q
 

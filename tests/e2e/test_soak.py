@@ -27,9 +27,8 @@ no profile; the failed run's error must name memory_limit_mb; a prompt with a ba
 children, psutil) is read after the 5th and after the last prompt of step 2; the long form asserts the last within
 10 % of the 5th, the short form records both (``record_property`` and one terminal line).
 
-Not collected by the default run (``pyproject.toml`` ignores this file unless it is named). Form: ``SODA_SOAK=long``
-(``make soak``: 100 prompts), else the short form (``SHORT_SEQUENCE``). ``test_soak_quick.py`` (default suite) sends
-the bad inputs only.
+Form: ``SODA_SOAK=long`` (``make soak``: 100 prompts), else the short form (``SHORT_SEQUENCE``, 27 prompts), which
+the default run (``make test``) runs. ``test_soak_quick.py`` sends the bad inputs only.
 """
 
 from __future__ import annotations
