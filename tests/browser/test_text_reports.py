@@ -27,6 +27,7 @@ pytestmark = pytest.mark.browser
 # Workflow -> {node type: {widget: value}} set in the editor before Run. 10 digits instead of 100: same graph.
 RUN_WORKFLOWS: dict[str, dict[str, dict[str, Any]]] = {
     "soda_quickstart": {"SODAReferenceClassEncode": {"labels": "0-9"}},
+    "soda_accelerate_quickstart": {"SODAReferenceClassEncode": {"labels": "0-9"}},  # the one-node path
 }
 TEXT_NODE_TYPES = {"PreviewAny"}  # the frontend shows text for these (0.3.75 and 0.33)
 # Text nodes whose source still writes single line breaks (which 0.3.75 joins into one paragraph): title -> reason.
@@ -174,3 +175,10 @@ def test_text_report_shows_separate_lines(name: str, node_id: int, runs: Callabl
         f"node {node_id} ({shown['tag']}) shows {shown['lines']!r} for the text {text!r}: "
         f"{len(expected)} lines expected (write reports with nodes/text_lines.report_text)"
     )
+
+
+def test_the_one_node_template_runs_from_the_run_button(runs: Callable[[str], dict[str, Any]]) -> None:
+    """SODA Accelerate's template, queued from the editor's Run button: its first run (the profiling run) succeeds
+    and saves the image."""
+    outputs = runs("soda_accelerate_quickstart")["history"].get("outputs") or {}
+    assert any(output.get("images") for output in outputs.values()), f"no image saved: {outputs}"
