@@ -22,10 +22,10 @@ from ..soda_core.layout import Granularity
 from ..soda_core.profiler import ProfileConfig
 from ..soda_core.store import ProfileStore
 from ..soda_core.validation import check_filename_prefix
-from .inputs import ADVANCED, SodaNode, checked, known
+from .inputs import ADVANCED, SodaNode, checked, known, memory_limit_input
 from .patching import SodaHook, comfy_version, install, prepare
 from .profile_files import SODA_PROFILES
-from .soda import CATEGORY, OPERATIONS
+from .sockets import CATEGORY, OPERATIONS
 from .text_lines import report_text
 
 
@@ -115,17 +115,7 @@ class SODAAccelerate(SodaNode):
                     tooltip="(advanced) cache and prune: reuse modules and recompute their most sensitive tokens "
                     "(SODA). cache only: reuse whole modules between the full steps.",
                 ),
-                io.Float.Input(
-                    "memory_limit_mb",
-                    default=4096.0,
-                    min=16.0,
-                    max=1e6,
-                    step=16.0,
-                    optional=True,
-                    **ADVANCED,
-                    tooltip="(advanced) Upper bound for every buffer the profiling run holds. It refuses to start "
-                    "when it would need more.",
-                ),
+                memory_limit_input("the profiling run"),
                 io.String.Input(
                     "profile_folder",
                     default="auto",

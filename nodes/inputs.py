@@ -29,6 +29,21 @@ Execute = TypeVar("Execute", bound=Callable[..., Any])
 ADVANCED: dict[str, Any] = {"advanced": True} if "advanced" in inspect.signature(io.Input.__init__).parameters else {}
 
 
+def memory_limit_input(what: str) -> io.Float.Input:
+    """The advanced ``memory_limit_mb`` input of the nodes that profile (``what``: who holds the buffers)."""
+    return io.Float.Input(
+        "memory_limit_mb",
+        default=4096.0,
+        min=16.0,
+        max=1e6,
+        step=16.0,
+        optional=True,
+        **ADVANCED,
+        tooltip=f"(advanced) Upper bound for every buffer {what} holds (recent module outputs or their sketches, "
+        "sums, working copies). It refuses to start when it would need more.",
+    )
+
+
 def widget_problems(node: type[io.ComfyNode], values: dict[str, Any]) -> None:
     """Raise ``ValueError`` for the first widget value of ``values`` that its schema does not allow."""
     schema = node.define_schema()

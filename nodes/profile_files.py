@@ -13,7 +13,7 @@ from comfy_api.latest import io
 from ..soda_core.profile import SensitivityProfile
 from ..soda_core.validation import check_filename_prefix
 from .inputs import SodaNode, checked, known
-from .soda import CATEGORY, SodaProfile
+from .sockets import CATEGORY, SodaProfile
 
 
 logger = logging.getLogger(__name__)

@@ -1,29 +1,23 @@
-"""The SODA nodes: Profile Sensitivity -> Plan SODA Schedule -> SODA Model Patch (+ profile files)."""
+"""The SODA nodes: Profile Sensitivity -> Plan SODA Schedule (SODA Model Patch in model_patch.py; profile files)."""
 
 from __future__ import annotations
 
 import comfy.samplers
 from comfy_api.latest import io
 
-from ..soda_core.api import FixedSchedule, Plan, ReplanRecipe, describe_plan, plan_schedule
-from ..soda_core.layout import Granularity, check_layout
+from ..soda_core.api import describe_plan, plan_schedule
+from ..soda_core.layout import Granularity
 from ..soda_core.planner import PlanConfig
-from ..soda_core.policy import PlanPolicy
 from ..soda_core.profile import SensitivityProfile
 from ..soda_core.profiler import ProfileConfig
 from ..soda_core.tokens import TokenScore
 from ..soda_core.validation import check_denoise, check_ratio_bounds
-from .inputs import ADVANCED, SodaNode, checked, known
-from .patching import SodaHook, install, prepare
+from .inputs import ADVANCED, SodaNode, checked, known, memory_limit_input
+from .model_patch import SODAModelPatch
 from .plots import schedule_plot, sensitivity_heatmap
 from .profiling import SamplingSettings, profile_model
+from .sockets import CATEGORY, OPERATIONS, SodaPlanSocket, SodaProfile
 from .text_lines import report_text
-
-
-CATEGORY = "sampling/soda"
-SodaProfile = io.Custom("SODA_PROFILE")
-SodaPlanSocket = io.Custom("SODA_PLAN")  # carries a soda_core.api.Plan: a FixedSchedule or a ReplanRecipe
-OPERATIONS = {"cache and prune": True, "cache only": False}
 
 
 class SODAProfileSensitivity(SodaNode):
@@ -128,17 +122,7 @@ class SODAProfileSensitivity(SodaNode):
                     tooltip="(advanced) How tokens are ranked for recompute: mean of the module's "
                     "input features per token, or mean of their absolute values.",
                 ),
-                io.Float.Input(
-                    "memory_limit_mb",
-                    default=4096.0,
-                    min=16.0,
-                    max=1e6,
-                    step=16.0,
-                    optional=True,
-                    **ADVANCED,
-                    tooltip="(advanced) Upper bound for every buffer profiling holds (recent module outputs or "
-                    "their sketches, sums, working copies). Profiling refuses to start when it would need more.",
-                ),
+                memory_limit_input("profiling"),
                 io.Int.Input(
                     "sketch_dim",
                     default=64,
@@ -353,53 +337,6 @@ class SODAPlanSchedule(SodaNode):
         image, _ = schedule_plot(soda_plan.schedule, profile)
         summary = report_text(describe_plan(soda_plan).splitlines())  # one list line each: lines in the UI
         return io.NodeOutput(soda_plan, image, summary, ui={"text": [summary]})
-
-
-class SODAModelPatch(SodaNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="SODAModelPatch",
-            display_name="SODA Model Patch",
-            category=CATEGORY,
-            description=(
-                "Stage 3 of SODA. Returns a copy of the model that samples with the schedule: full steps "
-                "compute everything, reuse steps serve modules from the cache and recompute the planned tokens. "
-                "Use it with any sampler node; the input model is not changed."
-            ),
-            inputs=[
-                io.Model.Input("model", tooltip="The model the profile was measured on."),
-                SodaPlanSocket.Input("schedule", tooltip="From Plan SODA Schedule."),
-            ],
-            outputs=[io.Model.Output(tooltip="The model with SODA acceleration.")],
-        )
-
-    @classmethod
-    def check(cls, values) -> None:
-        plan = values.get("schedule")
-        if plan is not None and not isinstance(plan, FixedSchedule | ReplanRecipe):
-            raise ValueError(
-                f"SODA Model Patch: schedule is a {type(plan).__name__}, expected the output of Plan SODA Schedule. "
-                "Fix: connect Plan SODA Schedule's schedule output."
-            )
-
-    @classmethod
-    @checked
-    def execute(cls, model, schedule: Plan) -> io.NodeOutput:
-        served = prepare(model, granularity_of(schedule.profile))
-        check_layout(schedule.profile.layout, served.layout, "schedule")
-        patched = model.clone()
-        hook = SodaHook(served, PlanPolicy(schedule), score_of(schedule.profile))
-        install(patched, hook)
-        return io.NodeOutput(patched)
-
-
-def granularity_of(profile: SensitivityProfile) -> Granularity:
-    return profile.layout.granularity
-
-
-def score_of(profile: SensitivityProfile) -> TokenScore:
-    return TokenScore(profile.meta.get("score", TokenScore.MEAN.value))
 
 
 NODES: list[type[io.ComfyNode]] = [SODAProfileSensitivity, SODAPlanSchedule, SODAModelPatch]
