@@ -16,10 +16,10 @@ and scripts/render_thumbnails.py, and commit the .json and .jpg files.
 from __future__ import annotations
 
 from .accelerate_graph import SAVE_IMAGE_TITLE, Decode, Family, accelerate_workflow, how_it_works
-from .families import flux2_dev, flux_dev, sd35_large
+from .families import flux2_dev, flux_dev, qwen_image, sd35_large
 from .graph import Group, Node, Workflow
 from .soda_graph import NOTE_POS, NOTE_SIZE, SAMPLING, SODA_OUTPUT_TITLE, ModelInputs, soda_workflow
-from .video_families import wan22_t2v_14b
+from .video_families import hunyuan_video, wan22_t2v_14b
 
 
 COLUMN_1_WIDTH = 380  # group 1 (model and prompt): wide enough for model file names
@@ -249,5 +249,7 @@ WORKFLOWS = (
     flux_dev,
     flux2_dev,
     sd35_large,
+    qwen_image,
     wan22_t2v_14b,
+    hunyuan_video,
 )

@@ -1,8 +1,8 @@
-"""Image families on the one-node path: Flux.1-dev, Flux.2-dev and SD3.5 Large.
+"""Image families on the one-node path: Flux.1-dev, Flux.2-dev, SD3.5 Large and Qwen-Image.
 
 Each group 1 has the loaders, model files, prompt nodes, latent size and sampler settings of ComfyUI's own template
 for the family (``comfyui_workflow_templates``: flux_dev_full_text_to_image, image_flux2_text_to_image,
-sd3.5_simple_example; the speed-up LoRA switches of those templates are left out), with SODA
+sd3.5_simple_example, image_qwen_image; the speed-up LoRA switches of those templates are left out), with SODA
 Accelerate between the model and the sampler. ``ProfilingShape`` gives the real model's size for the memory bound.
 """
 
@@ -73,6 +73,20 @@ SD35_CHECKPOINT = model_file(
     f"{HF}/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main/sd3.5_large_fp8_scaled.safetensors?download=true",
     "checkpoints",
 )
+QWEN = f"{HF}/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files"
+QWEN_MODELS = {
+    "unet": model_file(
+        "qwen_image_fp8_e4m3fn.safetensors",
+        f"{QWEN}/diffusion_models/qwen_image_fp8_e4m3fn.safetensors",
+        "diffusion_models",
+    ),
+    "text": model_file(
+        "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+        f"{QWEN}/text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors",
+        "text_encoders",
+    ),
+    "vae": model_file("qwen_image_vae.safetensors", f"{QWEN}/vae/qwen_image_vae.safetensors", "vae"),
+}
 PROMPT = (
     "a red fox sitting in fresh snow at the edge of a pine forest at sunrise, soft golden light, detailed fur, "
     "shallow depth of field"
@@ -216,3 +230,45 @@ def sd35_large() -> Workflow:
     note = IMAGE_STEPS.format(template="SD3.5 Large", settings=settings)
     description = "SD3.5 Large text to image, 1024x1024, with SODA Accelerate: 2x less transformer work from run 2."
     return accelerate_workflow("soda_sd35_large", description, note, family)
+
+
+def qwen_image() -> Workflow:
+    clip = ("clip", "CLIP")
+    nodes = [
+        unet("Load Diffusion Model (Qwen-Image)", QWEN_MODELS["unet"]),
+        Node(
+            "shift",
+            "ModelSamplingAuraFlow",
+            (X, None),
+            links={"model": ("model", "MODEL")},
+            widgets={"shift": 3.1},
+        ),
+        Node(
+            "clip",
+            "CLIPLoader",
+            (X, None),
+            widgets={"clip_name": QWEN_MODELS["text"]["name"], "type": "qwen_image"},
+            size=(COLUMN_1_WIDTH, None),
+            models=[QWEN_MODELS["text"]],
+        ),
+        vae(QWEN_MODELS["vae"]),
+        prompt("positive", "Positive prompt", clip, PROMPT),
+        prompt("negative", "Negative prompt", clip, ""),
+        Node("latent", "EmptySD3LatentImage", (X, None), widgets={"width": 1328, "height": 1328, "batch_size": 1}),
+    ]
+    family = Family(
+        nodes,
+        ("shift", "MODEL"),
+        positive=("positive", "CONDITIONING"),
+        negative=("negative", "CONDITIONING"),
+        latent=("latent", "LATENT"),
+        decode=VAE_DECODE,
+        sampling=Sampling(steps=20, cfg=2.5, sampler_name="euler", scheduler="simple"),  # the template's
+        # 60 dual-stream blocks (attention, MLP); 83 x 83 image tokens and a long prompt; cond and uncond rows;
+        # widest linear: the 6 x 3072 modulation
+        profiling=ProfilingShape(layers=60, modules=2, rows=2, tokens=83 * 83 + 256, channels=18432, steps=20),
+    )
+    settings = "ModelSamplingAuraFlow shift 3.1, 20 steps euler/simple, cfg 2.5, 1328x1328"
+    note = IMAGE_STEPS.format(template="Qwen-Image text-to-image", settings=settings)
+    description = "Qwen-Image text to image, 1328x1328, with SODA Accelerate: 2x less transformer work from run 2."
+    return accelerate_workflow("soda_qwen_image", description, note, family)

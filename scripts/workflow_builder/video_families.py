@@ -1,7 +1,7 @@
-"""Video families on the one-node path: Wan 2.2 14B text-to-video (two experts).
+"""Video families on the one-node path: Wan 2.2 14B text-to-video (two experts) and HunyuanVideo text-to-video.
 
 Group 1 follows ComfyUI's own templates (``comfyui_workflow_templates``: video_wan2_2_14B_t2v without its Lightning
-LoRA switch): loaders and model files, prompts, ModelSamplingSD3 shift, latent size and length, sampler settings,
+LoRA switch, hunyuan_video_text_to_video): loaders and model files, prompts, ModelSamplingSD3 shift, latent size and length, sampler settings,
 frame rate. Wan 2.2 14B runs a high-noise expert over the first steps and a low-noise
 expert over the rest, each with its own KSamplerAdvanced; each gets its own SODA Accelerate, so each keeps its own
 profile for its own step range.
@@ -16,6 +16,7 @@ from .accelerate_graph import (
     Family,
     ProfilingShape,
     Sampling,
+    Sigmas,
     accelerate_workflow,
     how_it_works,
 )
@@ -42,6 +43,27 @@ WAN_MODELS = {
         "text_encoders",
     ),
     "vae": model_file("wan_2.1_vae.safetensors", f"{WAN}/vae/wan_2.1_vae.safetensors", "vae"),
+}
+HUNYUAN = f"{HF}/Comfy-Org/HunyuanVideo_repackaged/resolve/main/split_files"
+HUNYUAN_MODELS = {
+    "unet": model_file(
+        "hunyuan_video_t2v_720p_bf16.safetensors",
+        f"{HUNYUAN}/diffusion_models/hunyuan_video_t2v_720p_bf16.safetensors?download=true",
+        "diffusion_models",
+    ),
+    "clip_l": model_file(
+        "clip_l.safetensors",
+        f"{HF}/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors?download=true",
+        "text_encoders",
+    ),
+    "llava": model_file(
+        "llava_llama3_fp8_scaled.safetensors",
+        f"{HUNYUAN}/text_encoders/llava_llama3_fp8_scaled.safetensors?download=true",
+        "text_encoders",
+    ),
+    "vae": model_file(
+        "hunyuan_video_vae_bf16.safetensors", f"{HUNYUAN}/vae/hunyuan_video_vae_bf16.safetensors?download=true", "vae"
+    ),
 }
 VIDEO_PROMPT = (
     "a red fox trotting through fresh snow at the edge of a pine forest at sunrise, soft golden light, the camera "
@@ -149,3 +171,89 @@ def wan22_t2v_14b() -> Workflow:
     )
     description = "Wan 2.2 14B text to video: both experts behind SODA Accelerate, each profiled for its own steps."
     return accelerate_workflow("soda_wan22_t2v_14b", description, WAN_NOTE, family)
+
+
+HUNYUAN_STEPS = 20
+HUNYUAN_NOTE = f"""\
+What this graph does
+1. Model and prompt: ComfyUI's own HunyuanVideo text-to-video set-up: ModelSamplingSD3 shift 7, clip_l and \
+llava_llama3 text encoders, FluxGuidance 6, 848x480, 73 frames (3 s at 24 fps).
+2. SODA Accelerate, between the model and the sampler: the only SODA node.
+3. SamplerCustomAdvanced: BasicScheduler simple, {HUNYUAN_STEPS} steps, euler, BasicGuider (no negative prompt).
+4. Tiled decode, make the video, save it.
+
+{how_it_works()}"""
+
+
+def hunyuan_video() -> Workflow:
+    clip = ("clip", "CLIP")
+    nodes = [
+        Node(
+            "model",
+            "UNETLoader",
+            (X, None),
+            title="Load Diffusion Model (HunyuanVideo)",
+            widgets={"unet_name": HUNYUAN_MODELS["unet"]["name"], "weight_dtype": "default"},
+            size=(COLUMN_1_WIDTH, None),
+            models=[HUNYUAN_MODELS["unet"]],
+        ),
+        Node("shift", "ModelSamplingSD3", (X, None), links={"model": ("model", "MODEL")}, widgets={"shift": 7.0}),
+        Node(
+            "clip",
+            "DualCLIPLoader",
+            (X, None),
+            widgets={
+                "clip_name1": HUNYUAN_MODELS["clip_l"]["name"],
+                "clip_name2": HUNYUAN_MODELS["llava"]["name"],
+                "type": "hunyuan_video",
+            },
+            size=(COLUMN_1_WIDTH, None),
+            models=[HUNYUAN_MODELS["clip_l"], HUNYUAN_MODELS["llava"]],
+        ),
+        vae(HUNYUAN_MODELS["vae"]),
+        Node(
+            "positive",
+            "CLIPTextEncode",
+            (X, None),
+            "Positive prompt",
+            {"text": VIDEO_PROMPT},
+            {"clip": clip},
+            PROMPT_SIZE,
+        ),
+        Node(
+            "guidance",
+            "FluxGuidance",
+            (X, None),
+            links={"conditioning": ("positive", "CONDITIONING")},
+            widgets={"guidance": 6.0},
+        ),
+        Node(
+            "latent",
+            "EmptyHunyuanLatentVideo",
+            (X, None),
+            title="Empty video latent",
+            widgets={"width": 848, "height": 480, "length": 73, "batch_size": 1},
+        ),
+    ]
+    family = Family(
+        nodes,
+        ("shift", "MODEL"),
+        positive=("guidance", "CONDITIONING"),
+        negative=None,
+        latent=("latent", "LATENT"),
+        decode=Decode(
+            "VAEDecodeTiled",
+            {"vae": ("vae", "VAE")},
+            {"tile_size": 256, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8},
+        ),
+        sampling=Sampling(steps=HUNYUAN_STEPS, sampler_name="euler"),
+        sigmas=Sigmas("BasicScheduler", {"scheduler": "simple", "steps": HUNYUAN_STEPS, "denoise": 1.0}, True),
+        video_fps=24.0,
+        # 20 double- and 40 single-stream blocks; 19 x 30 x 53 video tokens and the prompt's; one row (no CFG);
+        # widest linear: the single blocks' fused linear1
+        profiling=ProfilingShape(
+            layers=60, modules=2, rows=1, tokens=19 * 30 * 53 + 256, channels=21504, steps=HUNYUAN_STEPS
+        ),
+    )
+    description = "HunyuanVideo text to video, 848x480, 73 frames, with SODA Accelerate: 2x less transformer work."
+    return accelerate_workflow("soda_hunyuan_video", description, HUNYUAN_NOTE, family)

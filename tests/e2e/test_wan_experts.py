@@ -11,15 +11,14 @@ and prompt, accelerates both.
 
 from __future__ import annotations
 
-import copy
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from e2e.conftest import API_DIR, ROOT, ComfyServer, comfy_server_lib, find_pack_problems
+from e2e.conftest import ROOT, ComfyServer, comfy_server_lib, find_pack_problems
 from e2e.soda_runs import ACCELERATED, PROFILED, PROFILING, Run, nodes_of, output_files, run, stored_profiles
+from e2e.tiny_templates import load_template, save_tiny_model, stand_in_text_and_decode
 
 
 pytestmark = pytest.mark.e2e
@@ -48,24 +47,13 @@ ROUNDING = 0.005  # the run message prints two decimals
 OVERSHOOT = 0.10
 
 
-def save_tiny_wan(path: Any, seed: int) -> None:
-    from safetensors.torch import save_file
-
-    from comfyui_soda.nodes.reference_model import build_diffusion_model
-    from comfyui_soda.soda_core.weights import seed_parameters
-
-    model = build_diffusion_model("WAN21_T2V", TINY_WAN)
-    seed_parameters(model.diffusion_model, seed)
-    save_file({k: v.contiguous() for k, v in model.diffusion_model.state_dict().items()}, str(path))
-
-
 @pytest.fixture(scope="module")
 def wan_server(comfy: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     base_dir = comfy_server_lib.prepare_base_dir(tmp_path_factory.mktemp("wan-base"), ROOT)
     folder = base_dir / "models" / "diffusion_models"
     folder.mkdir(parents=True, exist_ok=True)
     for seed, name in enumerate(EXPERTS.values(), start=1):
-        save_tiny_wan(folder / name, seed)
+        save_tiny_model(folder / name, "WAN21_T2V", TINY_WAN, seed)
     with ComfyServer(base_dir=base_dir) as server:
         yield server
 
@@ -77,36 +65,15 @@ def by_title(workflow: dict[str, Any], class_type: str, label: str) -> str:
 
 def tiny_variant(prompt: str, seed: int) -> dict[str, Any]:
     """The committed workflow on the tiny experts, with stand-in text conditioning and a latent preview decode."""
-    workflow = copy.deepcopy(json.loads((API_DIR / f"{WORKFLOW}.json").read_text()))
+    workflow = load_template(WORKFLOW)
     loaders = {label: by_title(workflow, "UNETLoader", label) for label in EXPERTS}
     for label, name in EXPERTS.items():
         workflow[loaders[label]]["inputs"]["unet_name"] = name
-    model = [loaders["high noise"], 0]  # both experts take the same text width
-    for key in nodes_of(workflow, "CLIPLoader") + nodes_of(workflow, "VAELoader"):
-        del workflow[key]
-    for key in nodes_of(workflow, "CLIPTextEncode"):
-        negative = "Negative" in workflow[key]["_meta"]["title"]
-        text = "static blurry" if negative else prompt
-        workflow[key] = {
-            "class_type": "SODAReferenceTextEncode",
-            "inputs": {"model": model, "text": text},
-            **meta(workflow[key]),
-        }
+    stand_in_text_and_decode(workflow, [loaders["high noise"], 0], prompt)  # both experts take the same text width
     (latent,) = nodes_of(workflow, "EmptyHunyuanLatentVideo")
     workflow[latent]["inputs"].update(LATENT)
-    (decode,) = nodes_of(workflow, "VAEDecode")
-    samples = workflow[decode]["inputs"]["samples"]
-    workflow[decode] = {
-        "class_type": "SODALatentToImage",
-        "inputs": {"model": model, "samples": samples, "upscale": 4},
-        **meta(workflow[decode]),
-    }
     workflow[by_title(workflow, "KSamplerAdvanced", "high noise")]["inputs"]["noise_seed"] = seed
     return workflow
-
-
-def meta(node: dict[str, Any]) -> dict[str, Any]:
-    return {"_meta": node["_meta"]}
 
 
 @pytest.fixture(scope="module")
