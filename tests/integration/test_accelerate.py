@@ -33,10 +33,10 @@ def reference(comfy):
     return load_reference_model(REFERENCE_MODEL)
 
 
-def _accelerate(model, speedup=2.0):
+def _accelerate(model, speedup=2.0, **inputs):
     from comfyui_soda.nodes.accelerate import SODAAccelerate
 
-    return SODAAccelerate.execute(model, speedup).result[0]
+    return SODAAccelerate.execute(model, speedup, **inputs).result[0]
 
 
 def _sample(model, labels="0-9", seed=0, steps=STEPS, sampler="euler", callback=None):
@@ -141,3 +141,21 @@ def test_an_interrupted_profiling_run_stores_nothing(reference, models_dir):
     assert _profiles(models_dir) == []
     assert torch.equal(_sample(model), _sample(reference))  # the next run profiles
     assert len(_profiles(models_dir)) == 1
+
+
+def test_a_new_memory_bound_alone_uses_the_stored_profile(reference, models_dir):
+    _sample(_accelerate(reference))  # profiles
+    model = _accelerate(reference, memory_limit_mb=8192.0)  # only the bound differs: the same setting
+    accelerated = _sample(model, seed=3)
+    assert len(_profiles(models_dir)) == 1 and _report(model).flops_ratio == pytest.approx(2.0, rel=0.05)
+    assert not torch.equal(accelerated, _sample(reference, seed=3))
+
+
+def test_the_run_reports_kept_on_a_patched_model_are_bounded(reference, models_dir):
+    from comfyui_soda.nodes.patching import REPORTS_KEPT
+
+    model = _accelerate(reference)
+    for seed in range(REPORTS_KEPT + 2):  # the first run profiles; every later one reports
+        _sample(model, seed=seed)
+    reports = model.model_options["transformer_options"]["soda"].reports
+    assert len(reports) == REPORTS_KEPT
