@@ -4,9 +4,11 @@ Order of work (all in this process, on the same ModelPatcher, with identical see
   1. a 2-step warm-up run;
   2. SODA profiles (token score ``mean``, and ``abs_mean`` for its ablation), each one full-compute run on the
      setting's calibration seed (``profile_seed``: other noise than the runs it is judged on);
-  3. every method is built (plans are made here) and FlopCounterMode counts one run (repeat 0) of full compute and
-     of each method SODA's runtime does not count (EasyCache, LazyCache);
-  4. ``repeats`` rounds; round ``r`` samples repeat ``r``'s noise with every method, full compute first, then the
+  3. the MagCache-like and TeaCache-like calibration: one full-compute run on the same calibration seed;
+  4. every method is built (plans and peer thresholds are made here) and FlopCounterMode counts one run (repeat 0)
+     of full compute and of each method SODA's runtime does not count (EasyCache, LazyCache, MagCache-like,
+     TeaCache-like);
+  5. ``repeats`` rounds; round ``r`` samples repeat ``r``'s noise with every method, full compute first, then the
      others in an order rotated from round to round, so drift of the machine spreads over all methods.
 Fidelity compares each method's final latents with full compute's of the same repeats: of repeat 0 when every
 repeat has the same noise, of all repeats' samples together when each has its own (``distinct_repeats``). Judged
@@ -24,20 +26,18 @@ from typing import Any
 
 import torch
 
-from . import analysis
+from . import analysis, peer_caches
 from .measure import Context, PeakRss, Sample, count_flops, fidelity, preview, sample
 from .methods import (
     ABLATION,
-    EASYCACHE,
     FAMILIES,
-    FORA,
-    LAZYCACHE,
-    TOCA,
+    RIVALS,
     Method,
     SkipLog,
     baseline_methods,
     external_methods,
     full_method,
+    peer_methods,
     soda_methods,
 )
 from .settings import Built, Setting
@@ -59,6 +59,13 @@ def _profile(model: Any, ctx: Context, setting: Setting, score: str) -> tuple[An
     seconds = time.perf_counter() - start
     logger.info("bench: profiled %d steps (score %s) in %.1f s", ctx.steps, score, seconds)
     return profile, seconds
+
+
+def _calibrate_peers(model: Any, ctx: Context, setting: Setting) -> peer_caches.Calibration:
+    """MagCache-like's ratios and TeaCache-like's polynomial from one full-compute run on the calibration seed."""
+    seed = ctx.seed if setting.profile_seed is None else setting.profile_seed
+    calibration_ctx = dataclasses.replace(ctx, seeds=[seed])
+    return peer_caches.calibrate(model, lambda clone: sample(clone, calibration_ctx))
 
 
 def _hook(method: Method) -> Any:
@@ -214,9 +221,11 @@ def run(setting: Setting, built: Built, steps: int) -> dict[str, Any]:
     abs_profile, abs_seconds = (
         (None, None) if setting.ablation_target is None else _profile(model, ctx, setting, "abs_mean")
     )
+    calibration = _calibrate_peers(model, ctx, setting)
     skipped: list[dict[str, Any]] = []
     methods = [full_method(model), *soda_methods(setting, model, profile, abs_profile, skipped)]
     methods += baseline_methods(setting, model, profile) + external_methods(setting, model)
+    methods += peer_methods(setting, model, calibration, skipped)
     logger.info("bench: %d methods x %d repeats at %d steps", len(methods), setting.repeats, steps)
 
     skip_log, counted = SkipLog(), {}
@@ -249,9 +258,7 @@ def run(setting: Setting, built: Built, steps: int) -> dict[str, Any]:
     soda_full = [r["runtime_full_flops"] for r in results if r.get("runtime_full_flops")]
     baseline["runtime_full_flops"] = soda_full[0] if soda_full else None
     fit = analysis.step_time_fit([r for r in results if r["kind"] == "soda"])
-    matched = analysis.matched_speedups(
-        results, tuple(f for f in FAMILIES if f != ABLATION), rivals=(FORA, TOCA, EASYCACHE, LAZYCACHE)
-    )
+    matched = analysis.matched_speedups(results, tuple(f for f in FAMILIES if f != ABLATION), rivals=RIVALS)
     return {
         "steps": steps,
         "sampler": ctx.sampler,
@@ -271,6 +278,14 @@ def run(setting: Setting, built: Built, steps: int) -> dict[str, Any]:
             "max_distance": profile.max_distance,
             "prune_ratios": [round(float(r), 3) for r in profile.prune_ratios],
             "step_full_gflops": profile.flops.step_full / 1e9,
+        },
+        "peer_calibration": {
+            "seconds": calibration.seconds,
+            "seed": ctx.seed if setting.profile_seed is None else setting.profile_seed,
+            "mag_ratios": list(calibration.mag_ratios),
+            "tea_distances": list(calibration.distances),
+            "tea_changes": list(calibration.changes),
+            "tea_coefficients": list(calibration.coefficients),
         },
         "baseline": baseline,
         "methods": results,

@@ -1,10 +1,12 @@
 """What is compared: full compute; SODA at each target, its ablations (cache only, evenly spread full steps, and
 three open choices); the paper's baselines FORA (static interval cache) and ToCa (token cache) as SODA schedules;
-ComfyUI core's EasyCache and LazyCache.
+ComfyUI core's EasyCache and LazyCache; MagCache-like and TeaCache-like step caches (``benchmarks.peer_caches``).
 
 Every method is a patched clone of the same ModelPatcher, made the way a workflow makes it: SODA and the baselines
 through the ``SODAModelPatch`` node's ``execute`` (baselines with a fixed schedule, ``soda_core.baselines``);
-EasyCache and LazyCache through ComfyUI core's node classes (``comfy_extras.nodes_easycache``).
+EasyCache and LazyCache through ComfyUI core's node classes (``comfy_extras.nodes_easycache``); MagCache-like and
+TeaCache-like through ``peer_caches.apply_*`` (the same ModelPatcher seams), each threshold chosen on the calibration
+run so its step count meets one of SODA's targets.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import peer_caches
 from .settings import Setting
 
 
@@ -28,7 +31,10 @@ FORA = "FORA (static cache)"
 TOCA = "ToCa (token cache)"
 EASYCACHE = "EasyCache"
 LAZYCACHE = "LazyCache"
-FAMILIES = (SODA, CACHE_ONLY, SODA_UNIFORM, ABLATION, FORA, TOCA, EASYCACHE, LAZYCACHE)
+MAGCACHE = peer_caches.MAGCACHE
+TEACACHE = peer_caches.TEACACHE
+FAMILIES = (SODA, CACHE_ONLY, SODA_UNIFORM, ABLATION, FORA, TOCA, EASYCACHE, LAZYCACHE, MAGCACHE, TEACACHE)
+RIVALS = (FORA, TOCA, EASYCACHE, LAZYCACHE, MAGCACHE, TEACACHE)  # what SODA's margin at matched speed is over
 SODA_FAMILIES = (SODA, CACHE_ONLY, SODA_UNIFORM, ABLATION)  # planned by SODA from the profile
 
 
@@ -165,14 +171,56 @@ def external_methods(setting: Setting, model: Any) -> list[Method]:
     return methods
 
 
+def peer_methods(
+    setting: Setting, model: Any, calibration: peer_caches.Calibration, skipped: list[dict[str, Any]]
+) -> list[Method]:
+    """MagCache-like and TeaCache-like at one threshold per SODA target: the threshold (of a fine grid) whose
+    decisions on the calibration run compute the step count nearest ``steps / target`` (thresholds that give the
+    same step count as an earlier target are not repeated). Predicted FLOPs speed-up: steps / computed steps on the
+    calibration run (TeaCache-like's decision work not included; FlopCounterMode counts it)."""
+    steps, cal = calibration.steps, calibration
+    rules = {
+        MAGCACHE: lambda t: peer_caches.MagCacheRule(peer_caches.MagCacheConfig(t, cal.mag_ratios), steps),
+        TEACACHE: lambda t: peer_caches.TeaCacheRule(peer_caches.TeaCacheConfig(t, cal.coefficients), steps),
+    }
+    methods = []
+    for family, rule in rules.items():
+        seen: set[int] = set()
+        for target in setting.peer_targets or setting.targets:
+            threshold, computed = peer_caches.threshold_for(
+                lambda t, rule=rule: sum(peer_caches.simulate(rule(t), cal.distances)), steps, target
+            )
+            if computed in seen or computed == steps:
+                continue
+            seen.add(computed)
+            config = rule(threshold).config
+            try:
+                if family == MAGCACHE:
+                    patched = peer_caches.apply_magcache(model, config)
+                    params = {"threshold": threshold, "K": config.max_skips, "retention": config.retention}
+                else:
+                    patched = peer_caches.apply_teacache(model, config)
+                    params = {"threshold": threshold, "coefficients": list(config.coefficients)}
+            except ValueError as error:
+                logger.warning("bench: %s skipped: %s", family, error)
+                skipped.append({"name": family, "family": family, "reason": str(error)})
+                break
+            params.update({"target": target, "calibration_steps_computed": computed})
+            name = f"{family} {threshold:.3g}"
+            methods.append(Method(name, family, "external", params, patched, predicted_flops_speedup=steps / computed))
+    return methods
+
+
 def full_method(model: Any) -> Method:
     return Method(FULL, FULL, "full", {}, model, predicted_flops_speedup=1.0)
 
 
 class SkipLog(logging.Handler):
-    """Catches EasyCache/LazyCache's end-of-run log line: ``<name> - skipped S/T steps``."""
+    """Catches the end-of-run log line of EasyCache, LazyCache, MagCache-like, TeaCache-like:
+    ``<name> - skipped S/T steps``."""
 
     PATTERN = "skipped "
+    NAMES = (EASYCACHE, LAZYCACHE, MAGCACHE, TEACACHE)
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -180,7 +228,7 @@ class SkipLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        if ("EasyCache" in message or "LazyCache" in message) and self.PATTERN in message:
+        if message.startswith(self.NAMES) and self.PATTERN in message:
             try:
                 done = message.split(self.PATTERN, 1)[1].split(" ", 1)[0]
                 skipped, total = (int(x) for x in done.split("/"))

@@ -10,6 +10,7 @@ from .methods import FAMILIES
 
 MARKERS = {"SODA": "o", "SODA cache only": "s", "SODA uniform schedule": "X", "SODA ablation": "^"}
 MARKERS.update({"FORA (static cache)": "D", "ToCa (token cache)": "*", "EasyCache": "v", "LazyCache": "P"})
+MARKERS.update({"MagCache-like": "h", "TeaCache-like": "<"})
 
 
 def _pyplot() -> Any:

@@ -63,7 +63,7 @@ def _judged_cells(m: dict[str, Any]) -> str:
 def _row(m: dict[str, Any], steps: int, judged: bool = False) -> str:
     fid = m.get("fidelity") or {}
     full_steps = m.get("full_steps")
-    predicted = _f(m.get("predicted_flops_speedup"), 2, "x") if m["kind"] != "external" else "–"
+    predicted = _f(m.get("predicted_flops_speedup"), 2, "x")  # None for EasyCache and LazyCache
     return (
         f"| {m['name']} | {'–' if full_steps is None else f'{full_steps}/{steps}'} | {_f(m['wall_seconds'])} | "
         f"{_f(m.get('speedup_wall'), 2, 'x')} | {_f(m.get('speedup_cpu'), 2, 'x')} | "
@@ -84,7 +84,7 @@ def _matched_section(run: dict[str, Any]) -> list[str]:
         "",
         "PSNR of each method family at the speed-up: its best run within ±5 %, else interpolated (*) between its "
         "runs on either side; – where the family does not reach it. Margin: SODA minus the best of FORA, ToCa, "
-        "EasyCache and LazyCache.",
+        "EasyCache, LazyCache, MagCache-like and TeaCache-like.",
         "",
         "| Speed-up | " + " | ".join(families) + " | SODA margin |",
         "| --- |" + " ---: |" * (len(families) + 1),
@@ -120,6 +120,17 @@ def _targets_section(run: dict[str, Any]) -> list[str]:
 def _abs_profile(run: dict[str, Any]) -> str:
     seconds = run["profile"].get("abs_mean_seconds")
     return "" if seconds is None else f", {seconds:.1f} s (score abs_mean, for its ablation)"
+
+
+def _peer_line(run: dict[str, Any]) -> list[str]:
+    cal = run.get("peer_calibration")
+    if not cal:
+        return []
+    return [
+        f"- MagCache-like / TeaCache-like calibration (one full-compute run, seed {cal['seed']}): "
+        f"{cal['seconds']:.1f} s; magnitude ratios {min(cal['mag_ratios']):.3f}..{max(cal['mag_ratios']):.3f}; "
+        f"TeaCache rescaling polynomial of degree {len(cal['tea_coefficients']) - 1}"
+    ]
 
 
 def _samples_line(run: dict[str, Any]) -> list[str]:
@@ -192,6 +203,7 @@ def _run_section(run: dict[str, Any]) -> list[str]:
         f"- SODA profiling (one full-compute run with the recorder): {run['profile']['seconds']:.1f} s "
         f"(score mean){_abs_profile(run)}; max distance "
         f"{run['profile']['max_distance']}; peak RSS Δ of full compute {_f(base['peak_rss_mb'], 1)} MB",
+        *_peer_line(run),
         f"- Benchmark of this step count: {run['seconds'] / 60:.1f} min",
         *_samples_line(run),
         "",
@@ -232,7 +244,8 @@ def markdown(result: dict[str, Any]) -> str:
         "over repeats, summed (robust to other load on the machine).",
         "- FLOPs: SODA methods as counted by SODA's runtime (`reports[-1].flops`), other methods by "
         "`torch.utils.flop_counter.FlopCounterMode` on one extra run; full compute by FlopCounterMode. "
-        "Predicted: the planner's ratio (FORA and ToCa: the same FLOP model on their fixed schedules).",
+        "Predicted: the planner's ratio (FORA and ToCa: the same FLOP model on their fixed schedules; "
+        "MagCache-like and TeaCache-like: steps / steps their rule computes on the calibration run).",
         "- Fidelity against full compute: PSNR/SSIM of the latent preview decode (`latent_preview_rgb`, 1 pixel "
         "per latent pixel), relative L2 of the final latents. Peak RSS Δ: high-water mark above the RSS at the "
         f"start of the run ({result['runs'][0]['rss_method'] if result['runs'] else ''}), median over repeats.",

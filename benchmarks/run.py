@@ -1,4 +1,5 @@
-"""`make bench`: SODA against full compute, FORA, ToCa, EasyCache and LazyCache, in one command.
+"""`make bench`: SODA against full compute, FORA, ToCa, EasyCache, LazyCache, MagCache-like and TeaCache-like, in one
+command.
 
     python benchmarks/run.py [--setting flux160m|reference|all] [--quick] [--repeats N] [--targets 1.5,2]
                              [--out benchmarks/results] [--replot]

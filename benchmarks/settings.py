@@ -84,6 +84,8 @@ class Setting:
     distinct_repeats: bool = False  # True: repeat r samples with seed + r, fidelity over every repeat's samples
     labels: tuple[int, ...] = ()  # class of each batch row (judged settings: accuracy and FID-style distance)
     profile_seed: int | None = None  # calibration noise seed (None: the benchmark's seed)
+    # MagCache-like / TeaCache-like: one threshold per speed-up, chosen on their calibration run (None: ``targets``)
+    peer_targets: tuple[float, ...] | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -24,7 +24,10 @@ FAMILIES = {
     "ToCa (token cache)",
     "EasyCache",
     "LazyCache",
+    "MagCache-like",
+    "TeaCache-like",
 }
+PEERS = ("MagCache-like", "TeaCache-like")
 ABLATIONS = {"prune_attention", "score", "joint_cost"}
 
 
@@ -111,6 +114,26 @@ def test_external_caches_skip_steps(quick):
             if method["kind"] == "external":
                 assert method["full_steps"] < result["runs"][0]["steps"], method["name"]
                 assert method["flops_speedup"] > 1.0
+
+
+def test_peer_caches_run_calibrated_thresholds_and_count_their_flops(quick):
+    _, results = quick
+    for name, result in results.items():
+        (run,) = result["runs"]
+        assert len(run["peer_calibration"]["mag_ratios"]) == run["steps"]
+        for family in PEERS:
+            rows = [m for m in run["methods"] if m["family"] == family]
+            assert rows, (name, family)
+            assert all(row["family"] in PEERS for row in rows)
+            assert all(family in row["families"] for row in run["matched"])
+            for m in rows:
+                assert m["full_steps"] < run["steps"] and m["params"]["threshold"] > 0
+                if family == "MagCache-like":  # a fixed schedule that costs nothing to decide: exactly predicted
+                    assert m["flops_speedup"] == pytest.approx(m["predicted_flops_speedup"], rel=1e-6)
+                    assert m["full_steps"] == m["params"]["calibration_steps_computed"]
+                elif name == "quick":  # calibrated on the run's own noise: same decisions, plus their cost
+                    assert m["full_steps"] == m["params"]["calibration_steps_computed"]
+                    assert 0.9 * m["predicted_flops_speedup"] < m["flops_speedup"] < m["predicted_flops_speedup"]
 
 
 def test_markdown_table_and_plots_exist(quick):
