@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import peer_caches
+from . import peer_cache_rules, peer_caches
 from .settings import Setting
 
 
@@ -180,15 +180,15 @@ def peer_methods(
     calibration run (TeaCache-like's decision work not included; FlopCounterMode counts it)."""
     steps, cal = calibration.steps, calibration
     rules = {
-        MAGCACHE: lambda t: peer_caches.MagCacheRule(peer_caches.MagCacheConfig(t, cal.mag_ratios), steps),
-        TEACACHE: lambda t: peer_caches.TeaCacheRule(peer_caches.TeaCacheConfig(t, cal.coefficients), steps),
+        MAGCACHE: lambda t: peer_cache_rules.MagCacheRule(peer_cache_rules.MagCacheConfig(t, cal.mag_ratios), steps),
+        TEACACHE: lambda t: peer_cache_rules.TeaCacheRule(peer_cache_rules.TeaCacheConfig(t, cal.coefficients), steps),
     }
     methods = []
     for family, rule in rules.items():
         seen: set[int] = set()
         for target in setting.peer_targets or setting.targets:
-            threshold, computed = peer_caches.threshold_for(
-                lambda t, rule=rule: sum(peer_caches.simulate(rule(t), cal.distances)), steps, target
+            threshold, computed = peer_cache_rules.threshold_for(
+                lambda t, rule=rule: sum(peer_cache_rules.simulate(rule(t), cal.distances)), steps, target
             )
             if computed in seen or computed == steps:
                 continue

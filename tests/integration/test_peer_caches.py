@@ -54,12 +54,12 @@ def bench(comfy):
 
 
 def _config(bench, technique: str, threshold: float):
-    from benchmarks import peer_caches
+    from benchmarks import peer_cache_rules
 
     cal = bench["calibration"]
     if technique == "magcache":
-        return peer_caches.MagCacheConfig(threshold, cal.mag_ratios)
-    return peer_caches.TeaCacheConfig(threshold, cal.coefficients)
+        return peer_cache_rules.MagCacheConfig(threshold, cal.mag_ratios)
+    return peer_cache_rules.TeaCacheConfig(threshold, cal.coefficients)
 
 
 def _patched(bench, technique: str, threshold: float):
@@ -71,12 +71,12 @@ def _patched(bench, technique: str, threshold: float):
 
 
 def _threshold_for_2x(bench, technique: str) -> tuple[float, int]:
-    from benchmarks import peer_caches
+    from benchmarks import peer_cache_rules
 
     cal = bench["calibration"]
-    rule = peer_caches.MagCacheRule if technique == "magcache" else peer_caches.TeaCacheRule
-    return peer_caches.threshold_for(
-        lambda t: sum(peer_caches.simulate(rule(_config(bench, technique, t), STEPS), cal.distances)), STEPS, 2.0
+    rule = peer_cache_rules.MagCacheRule if technique == "magcache" else peer_cache_rules.TeaCacheRule
+    return peer_cache_rules.threshold_for(
+        lambda t: sum(peer_cache_rules.simulate(rule(_config(bench, technique, t), STEPS), cal.distances)), STEPS, 2.0
     )
 
 

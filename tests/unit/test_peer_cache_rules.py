@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.peer_caches import (
+from benchmarks.peer_cache_rules import (
     MagCacheConfig,
     MagCacheRule,
     TeaCacheConfig,
     TeaCacheRule,
-    first_block,
     fit_rescale,
     resample,
     rescale,
     simulate,
     threshold_for,
 )
+from benchmarks.peer_caches import first_block
 
 
 S, C = True, False  # skip, compute
