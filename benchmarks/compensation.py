@@ -46,14 +46,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from benchmarks.measure import Context, fidelity, sample
+    from benchmarks.settings import SETTINGS
     from comfyui_soda.nodes.model_patch import SODAModelPatch
     from comfyui_soda.nodes.profiling import SamplingSettings, profile_model
     from comfyui_soda.soda_core.api import plan_schedule
     from comfyui_soda.soda_core.planner import PlanConfig
     from comfyui_soda.soda_core.profiler import ProfileConfig
-
-    from benchmarks.measure import Context, fidelity, sample
-    from benchmarks.settings import SETTINGS
 
     setting = dataclasses.replace(SETTINGS["reference"], repeats=args.seeds)
     model, positive, negative = setting.build()
@@ -99,7 +98,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row["full_steps"],
                 row["extra_mb"],
             )
-    return {"steps": args.steps, "seeds": args.seeds, "pruning": args.pruning, "profile_seconds": profiled, "rows": rows}
+    return {
+        "steps": args.steps,
+        "seeds": args.seeds,
+        "pruning": args.pruning,
+        "profile_seconds": profiled,
+        "rows": rows,
+    }
 
 
 def table(result: dict[str, Any]) -> str:

@@ -114,7 +114,7 @@ def fit_goc(gram: Tensor, steps: int = FIT_STEPS, rate: float = FIT_RATE) -> tup
         with torch.no_grad():
             g.clamp_(*FIT_RANGE)
             now = float(loss(g))
-        best = min(best, (now, float(g)))
+        best = min(best, (now, float(g.detach())))
     return best[1], best[0], start
 
 
