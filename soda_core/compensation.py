@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 Tensor = torch.Tensor
 Cache = dict[str, dict[str, Tensor]]  # entry (module) -> stream -> output (B, N_s, C)
+Cells = dict[str, tuple[int, float]]  # entry (module) -> (predictor code, GOC weight)
 
 MODES = ("none", "taylor1", "taylor2", "goc", "auto")
 NONE, TAYLOR1, TAYLOR2, GOC = 0, 1, 2, 3
@@ -140,29 +141,42 @@ class AnchorHistory:
                 chain = [e for e in kept.get(stream, []) if e[0] != step]  # a second call of the step: the newest
                 kept[stream] = [(step, tensor), *chain][: self.depth]
 
-    def forecast(self, cache: Cache, step: int, cells: dict[str, tuple[int, float]]) -> Cache:
+    def forecast(self, cache: Cache, step: int, cells: Cells, partial: frozenset[str] = frozenset()) -> Cache:
         """The cache a reuse step reads: entries whose cell has a predictor get their forecast (new tensors), the
-        others are the cache's own (so partial recomputes update it as without compensation)."""
+        others are the cache's own (so partial recomputes update it as without compensation). A ``partial`` entry
+        is about to be updated in place: the history keeps its own copy of that anchor output first."""
         served: Cache = {}
         for entry, streams in cache.items():
             code, weight = cells.get(entry, (NONE, 0.0))
             chains = self.entries.get(entry, {})
             if code == NONE or not streams:
+                if entry in partial:
+                    for stream, tensor in streams.items():
+                        chain = chains.get(stream)
+                        if chain and chain[0][1] is tensor:
+                            chain[0] = (chain[0][0], tensor.clone())
                 served[entry] = streams
                 continue
             out: dict[str, Tensor] = {}
             for stream, tensor in streams.items():
                 chain = chains.get(stream, [])
-                if not chain or chain[0][1] is not tensor:
-                    out[stream] = tensor  # not the last anchor's output (a cache miss refilled it): plain reuse
+                if not chain or chain[0][1].shape != tensor.shape:
+                    out[stream] = tensor  # no anchor output of this shape: plain reuse
                     continue
                 c = coefficients(code, float(step), [float(s) for s, _ in chain], weight)
                 out[stream] = combine([t for _, t in chain[: len(c)]], c)
             served[entry] = out
         return served
 
-    def extra_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for k in self.entries.values() for c in k.values() for _, t in c[1:])
+    def extra_bytes(self, cache: Cache) -> int:
+        """Bytes of the kept outputs that are not the cache's own tensors."""
+        return sum(
+            t.numel() * t.element_size()
+            for entry, chains in self.entries.items()
+            for stream, chain in chains.items()
+            for _, t in chain
+            if t is not cache.get(entry, {}).get(stream)
+        )
 
 
 class Compensator:
@@ -184,10 +198,27 @@ class Compensator:
         return self.histories[key]
 
     def recorded(self, key: Hashable, step: int, cache: Cache) -> None:
+        """A step computed in full wrote ``cache``: keep its outputs."""
         history = self.history(key)
         history.push(step, cache)
-        self._bytes[key] = history.extra_bytes()
+        self._count(key, cache)
+
+    def served(self, key: Hashable, cache: Cache, step: int, cells: Cells, partial: frozenset[str]) -> Cache:
+        """What a reuse step reads (``AnchorHistory.forecast``)."""
+        history = self.history(key)
+        out = history.forecast(cache, step, cells, partial)
+        if partial:
+            self._count(key, cache)
+        return out
+
+    def _count(self, key: Hashable, cache: Cache) -> None:
+        self._bytes[key] = self.histories[key].extra_bytes(cache)
         self.peak_bytes = max(self.peak_bytes, sum(self._bytes.values()))
+
+
+def memory_note(extra_bytes: int) -> str:
+    """What compensation held beyond the cache in a run, for the user's summary ("" without compensation)."""
+    return f"; compensation kept {extra_bytes / 2**20:.1f} MB of older full-step outputs" if extra_bytes else ""
 
 
 def needed_anchors(anchors: Sequence[int], steps: int, depth_at: Sequence[int]) -> set[int]:
@@ -200,9 +231,6 @@ def needed_anchors(anchors: Sequence[int], steps: int, depth_at: Sequence[int]) 
         before = [a for a in anchors if a < t]
         needed.update(before[-depth_at[t] :])
     return needed
-
-
-Cells = dict[str, tuple[int, float]]  # module -> (predictor code, GOC weight)
 
 
 def run_cells(schedule: Schedule) -> tuple[list[list[Cells]], set[int], int]:
@@ -227,3 +255,11 @@ def entry_cells(row: Cells, layout: tuple[str, ...], program: Any) -> Cells:
         return {BLOCK_MODULES[0]: row[layout[0]]}
     owners: dict[str, str] = getattr(program, "owners", {})
     return {**row, **{entry: row[module] for entry, module in owners.items() if module in row}}
+
+
+def partial_entries(ratios: dict[str, float], program: Any) -> frozenset[str]:
+    """Cache entries a block call updates in place: those of modules recomputing selected tokens (and their
+    ``owners`` entries)."""
+    partial = {m for m, r in ratios.items() if 0.0 < r < 1.0}
+    owners: dict[str, str] = getattr(program, "owners", {})
+    return frozenset(partial | {entry for entry, module in owners.items() if module in partial})

@@ -204,8 +204,10 @@ def _at_beta(search: _Search, anchors: tuple[int, ...], beta: float | None) -> _
             error = float(search.step_cost[steps, distances - 1].sum())
         return _Candidate(error, anchors, None, steps, torch.zeros(steps.numel(), search.modules))
     ratios, error_per_module = decide(search.uas, search.uas.gather(steps, distances), beta)
-    if search.cells is not None:  # whole-module reuse is served by the cell's predictor
-        reused = search.cells.at(steps, distances, previous)[0].reshape(steps.numel(), -1)  # (n, LM)
+    if search.cells is not None:  # whole-module reuse is served by the cell's predictor, partial recompute only
+        reused, codes, _ = search.cells.at(steps, distances, previous)  # where it beats the forecast (fewer FLOPs)
+        reused, forecast = reused.reshape(steps.numel(), -1), codes.reshape(steps.numel(), -1) > 0  # (n, LM)
+        ratios = torch.where(forecast & (reused <= error_per_module), 0.0, ratios)
         error_per_module = torch.where(ratios > 0, error_per_module, reused)
     return _Candidate(float(error_per_module.sum()), anchors, beta, steps, ratios)
 

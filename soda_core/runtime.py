@@ -25,7 +25,7 @@ from .adapters import Layer, ServedModel
 from .adapters.check import Verdict, known_verdict, verdict_for
 from .adapters.patterns import AttentionCall
 from .adapters.step import BlockCall, BlockStep, Cache, Observer, stream_layouts
-from .compensation import Compensator, entry_cells, run_cells
+from .compensation import Compensator, entry_cells, partial_entries, run_cells
 from .flops import FlopModel
 from .layout import BLOCK_MODULES, Granularity
 from .schedule import Schedule
@@ -266,7 +266,7 @@ class SodaRun:
         compensator, history = self._compensator, (call.key, layer, occurrence)
         if compensator is not None and not anchor and not step.record:
             cells = entry_cells(self._cells[call.step][layer], self.schedule.layout.modules, program)
-            step.cache = compensator.history(history).forecast(cache, call.step, cells)
+            step.cache = compensator.served(history, cache, call.step, cells, partial_entries(step.ratios, program))
         step.observe = self._observer_for(layer, call, program, occurrence, step)
         plain = all(r >= 1.0 for r in step.ratios.values()) and not step.record and step.observe is None
         if costs is None:
@@ -277,7 +277,7 @@ class SodaRun:
             out = block_call.run()  # plain full step: the block's own forward, bit-exact and without overhead
         else:
             out = self.run_program(program, step, block_call)
-        if compensator is not None and anchor and step.record:
+        if compensator is not None and step.record:  # an anchor, or a cache miss computed in full
             compensator.recorded(history, call.step, cache)
         if costs is None and step.meter is not None:
             costs = self._module_costs(step.meter.costs(), program)
