@@ -78,17 +78,17 @@ def plan_schedule(profile: SensitivityProfile, config: PlanConfig, prune_attenti
 
 
 def with_compensation(soda_plan: Plan, mode: str) -> Plan:
-    """``soda_plan`` serving its reuse steps with ``mode`` (``compensation.MODES``): a recipe re-planned with it (the
-    same plan when it already has it); a fixed schedule gets taylor1 / taylor2 on every whole-module reuse cell
+    """``soda_plan`` serving its reuse steps with ``mode`` (``compensation.MODES``): ``none`` keeps the plan as it
+    is; a recipe is re-planned with the mode (the same plan when it already has it); a fixed schedule gets taylor1 / taylor2 on every whole-module reuse cell
     (goc and auto need a profile-planned schedule: their weights and choices come from the profile)."""
     check_mode(mode)
+    if mode == "none":  # the plan as it is (Plan SODA Schedule's plans serve plain reuse)
+        return soda_plan
     if isinstance(soda_plan, ReplanRecipe):
         if soda_plan.config.compensation == mode:
             return soda_plan
         config = dataclasses.replace(soda_plan.config, compensation=mode)
         return ReplanRecipe(soda_plan.profile, config, plan(soda_plan.profile, config))
-    if mode == "none":
-        return soda_plan
     if mode not in ("taylor1", "taylor2"):
         raise ValueError(
             f"compensation={mode!r} needs a schedule planned from a profile (its weights and per-cell choices are "

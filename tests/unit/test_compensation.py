@@ -280,3 +280,14 @@ def test_the_profiler_measures_the_predictors_and_the_file_keeps_them(tmp_path):
     assert torch.equal(loaded.forecast_weight.nan_to_num(-1), profile.forecast_weight.nan_to_num(-1))
     resampled = profile.resample(torch.linspace(1.0, 0.0, 8, dtype=torch.float64))
     assert not resampled.has_forecasts
+
+
+def test_with_compensation_replans_a_recipe_and_none_keeps_the_plan():
+    from comfyui_soda.soda_core.api import plan_schedule, with_compensation
+
+    recipe = plan_schedule(_compensated_profile(), PlanConfig(target=2.0, compensation="auto"), prune_attention=False)
+    assert with_compensation(recipe, "none") is recipe and with_compensation(recipe, "auto") is recipe
+    taylor = with_compensation(recipe, "taylor1")
+    assert taylor.config.compensation == "taylor1" and taylor.schedule is not recipe.schedule
+    with pytest.raises(ValueError, match="'bogus'"):
+        with_compensation(recipe, "bogus")
