@@ -25,7 +25,7 @@ from ..soda_core.validation import check_filename_prefix
 from .inputs import ADVANCED, SodaNode, checked, known, memory_limit_input
 from .patching import SodaHook, comfy_version, install, prepare
 from .profile_files import SODA_PROFILES
-from .sockets import CATEGORY, OPERATIONS
+from .sockets import CATEGORY, OPERATIONS, compensation_input
 from .text_lines import report_text
 
 
@@ -115,6 +115,7 @@ class SODAAccelerate(SodaNode):
                     tooltip="(advanced) cache and prune: reuse modules and recompute their most sensitive tokens "
                     "(SODA). cache only: reuse whole modules between the full steps.",
                 ),
+                compensation_input(),
                 memory_limit_input("the profiling run"),
                 io.String.Input(
                     "profile_folder",
@@ -141,6 +142,7 @@ class SODAAccelerate(SodaNode):
         mode: str = "cache and prune",
         memory_limit_mb: float = 4096.0,
         profile_folder: str = "auto",
+        compensation: str = "none",
     ) -> io.NodeOutput:
         served = prepare(model, Granularity.MODULE)
         pruning = OPERATIONS[mode] and served.granularity is Granularity.MODULE
@@ -152,12 +154,15 @@ class SODAAccelerate(SodaNode):
             "comfyui_version": comfy_version(),
         }
         store = ProfileStore(profile_root(profile_folder))
-        policy = AutoPolicy(served.layout, model_identity(model), store, AutoConfig(speedup, pruning, profile), meta)
+        policy = AutoPolicy(
+            served.layout, model_identity(model), store, AutoConfig(speedup, pruning, profile, compensation), meta
+        )
         patched = model.clone()
         install(patched, SodaHook(served, policy))
         stored = len(list(store.root.glob(f"{policy.model_id[:16]}/*.safetensors")))
         lines = [
-            f"SODA Accelerate: {speedup:g}x transformer FLOPs after one profiling run per setting",
+            f"SODA Accelerate: {speedup:g}x transformer FLOPs after one profiling run per setting"
+            + (f"; reuse steps compensated ({compensation})" if compensation != "none" else ""),
             f"{stored} profile(s) of this model stored in {os.path.join('models', SODA_PROFILES, profile_folder)}",
             *served.family.notes,
         ]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..soda_core.api import FixedSchedule, Plan, ReplanRecipe
+from ..soda_core.api import FixedSchedule, Plan, ReplanRecipe, with_compensation
 from ..soda_core.layout import Granularity, check_layout
 from ..soda_core.policy import PlanPolicy
 from ..soda_core.profile import SensitivityProfile
 from ..soda_core.tokens import TokenScore
 from .inputs import SodaNode, checked
 from .patching import SodaHook, install, prepare
-from .sockets import CATEGORY, SodaPlanSocket
+from .sockets import CATEGORY, SodaPlanSocket, compensation_input
 
 
 class SODAModelPatch(SodaNode):
@@ -29,6 +29,7 @@ class SODAModelPatch(SodaNode):
             inputs=[
                 io.Model.Input("model", tooltip="The model the profile was measured on."),
                 SodaPlanSocket.Input("schedule", tooltip="From Plan SODA Schedule."),
+                compensation_input(),
             ],
             outputs=[io.Model.Output(tooltip="The model with SODA acceleration.")],
         )
@@ -44,7 +45,8 @@ class SODAModelPatch(SodaNode):
 
     @classmethod
     @checked
-    def execute(cls, model, schedule: Plan) -> io.NodeOutput:
+    def execute(cls, model, schedule: Plan, compensation: str = "none") -> io.NodeOutput:
+        schedule = with_compensation(schedule, compensation)
         served = prepare(model, granularity_of(schedule.profile))
         check_layout(schedule.profile.layout, served.layout, "schedule")
         patched = model.clone()

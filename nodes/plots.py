@@ -87,6 +87,10 @@ def schedule_plot(schedule: Schedule, profile: SensitivityProfile | None) -> tup
     ax.set_xlabel("sampling step")
     ax.set_ylabel("share of the model computed")
     drawn: dict[str, Any] = {"anchors": tuple(int(s) for s in steps[anchors]), "recompute": recompute}
+    if schedule.compensated and reuse.any():  # reuse cells served by a forecast (soda_core.compensation)
+        share = (schedule.compensation > 0).float().mean(dim=(1, 2)).numpy()
+        ax.scatter(steps[reuse], share[reuse], marker="v", color="#1a7f37", zorder=3, label="reuse: share compensated")
+        drawn["compensated"] = share
     measured = profile is not None and bool(profile.cache_error[:, :, :, 0].isfinite().any())
     if profile is not None and measured and profile.steps == schedule.steps:
         curve = profile.cache_error[:, :, :, 0].nan_to_num(0).sum(dim=(1, 2)).numpy()

@@ -12,6 +12,7 @@ What Plan SODA Schedule sends to SODA Model Patch (socket ``SODA_PLAN``) is one 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ from typing import Any, TypeAlias
 
 import torch
 
-from .planner import PlanConfig, plan
+from .compensation import PREDICTORS, check_mode
+from .planner import PlanConfig, plan, reuse_steps
 from .profile import SensitivityProfile
 from .schedule import Schedule
 
@@ -73,6 +75,33 @@ def plan_schedule(profile: SensitivityProfile, config: PlanConfig, prune_attenti
         for module in attention_modules(profile.layout.modules):
             planning_profile = planning_profile.without_pruning(module)
     return ReplanRecipe(planning_profile, config, plan(planning_profile, config))
+
+
+def with_compensation(soda_plan: Plan, mode: str) -> Plan:
+    """``soda_plan`` serving its reuse steps with ``mode`` (``compensation.MODES``): ``none`` keeps the plan as it
+    is; a recipe is re-planned with the mode (the same plan when it already has it); a fixed schedule gets taylor1 / taylor2 on every whole-module reuse cell
+    (goc and auto need a profile-planned schedule: their weights and choices come from the profile)."""
+    check_mode(mode)
+    if mode == "none":  # the plan as it is (Plan SODA Schedule's plans serve plain reuse)
+        return soda_plan
+    if isinstance(soda_plan, ReplanRecipe):
+        if soda_plan.config.compensation == mode:
+            return soda_plan
+        config = dataclasses.replace(soda_plan.config, compensation=mode)
+        return ReplanRecipe(soda_plan.profile, config, plan(soda_plan.profile, config))
+    if mode not in ("taylor1", "taylor2"):
+        raise ValueError(
+            f"compensation={mode!r} needs a schedule planned from a profile (its weights and per-cell choices are "
+            "measured), but this schedule is fixed (a baseline or hand-made schedule). Fix: use compensation "
+            "'taylor1' or 'taylor2' with it, or plan from the profile with Plan SODA Schedule."
+        )
+    schedule = soda_plan.schedule
+    codes = torch.zeros(schedule.recompute.shape, dtype=torch.int8)
+    reused, _ = reuse_steps(schedule.anchors, schedule.steps)
+    codes[reused] = torch.where(schedule.recompute[reused] == 0, PREDICTORS.index(mode), 0).to(torch.int8)
+    notes = (*schedule.notes, f"compensation {mode} on every reused module")
+    compensated = dataclasses.replace(schedule, compensation=codes, weights=torch.zeros(codes.shape), notes=notes)
+    return FixedSchedule(compensated, soda_plan.profile)
 
 
 def schedule_for(soda_plan: Plan, sigmas: torch.Tensor) -> Schedule:

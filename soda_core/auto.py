@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .api import plan_schedule, schedule_for
+from .compensation import check_mode, memory_note
 from .layout import Granularity, ModelLayout
 from .planner import PlanConfig
 from .policy import ProfilingSession, RunContext, RunSetup
@@ -33,6 +34,10 @@ class AutoConfig:
     speedup: float  # transformer-FLOPs speed-up of the accelerated runs
     pruning: bool  # cache and prune (UAS), or cache only
     profile: ProfileConfig
+    compensation: str = "none"  # what reuse steps serve (compensation.MODES)
+
+    def __post_init__(self) -> None:
+        check_mode(self.compensation)
 
 
 @dataclass
@@ -72,6 +77,9 @@ class AutoPolicy:
         key = self.key(context)
         found, problems = self.store.find(key)
         warning = "".join(f"SODA: {p}\n" for p in problems)
+        if found is not None and found.exact and self._unpriced(found.profile):
+            warning += "SODA: the stored profile has no predictor errors (an older version made it); profiling again\n"
+            found = None
         if found is None:
             session = ProfilingSession(self.layout, self.config.profile)
             self._current = _Current(key, session)
@@ -80,13 +88,19 @@ class AutoPolicy:
             return RunSetup(setup.schedule, setup.observer, warning + message)
         plan = self._plans.get(str(found.path))
         if plan is None:
-            config = PlanConfig(target=self.config.speedup, pruning=self.config.pruning)
+            config = PlanConfig(
+                self.config.speedup, pruning=self.config.pruning, compensation=self.config.compensation
+            )
             plan = self._plans[str(found.path)] = plan_schedule(found.profile, config, prune_attention=False)
         schedule = schedule_for(plan, context.sigmas)
         note = "" if found.exact else f" (re-planned from the {found.profile.steps}-step profile)"
         self._current = _Current(key, None, note)
         message = f"SODA: {schedule.predicted_flops_ratio:.2f}x planned, {len(schedule.anchors)} of {schedule.steps} steps full{note}"
         return RunSetup(schedule, None, warning + message)
+
+    def _unpriced(self, profile: Any) -> bool:
+        """goc and auto plan from the predictors' profiled errors: a profile without them is measured again."""
+        return self.config.compensation in ("goc", "auto") and not profile.has_forecasts
 
     def end(self, run: SodaRun, completed: bool) -> str:
         current, self._current = self._current, None
@@ -99,7 +113,7 @@ class AutoPolicy:
             measured = report.measured_speedup()
             return (
                 f"SODA: {report.flops_ratio:.2f}x FLOPs, measured {measured:.2f}x, "
-                f"{report.full_steps} of {report.steps} steps full{current.note}"
+                f"{report.full_steps} of {report.steps} steps full{current.note}{memory_note(report.compensation_bytes)}"
             )
         current.session.end(run, completed)
         if not completed:

@@ -95,3 +95,57 @@ def uniform_anchors(steps: int, n_anchors: int) -> tuple[int, ...]:
         f"n_anchors={n_anchors} is infeasible for {steps} steps: the valid range is 1..{steps}.",
     )
     return tuple(i * steps // n_anchors for i in range(n_anchors))
+
+
+# --------------------------------------------------------------------------------- with compensation (two anchors)
+#
+# A forecast on a reuse step reads the last two anchors, so its cost depends on the previous interval's length p
+# too (p = 0: the first interval, no anchor before it). The DP carries p in its state:
+#     E[t, k, p]                                      step cost at distance k, previous interval p
+#     C(s, n, p) = Σ_{k=1}^{n-1} E[s+k, k, p]
+#     F[T][0][p] = 0,  F[s][j][p] = min_n C(s, n, p) + F[min(s+n, T)][j-1][n],  answer F[0][N_a][0]
+# in O(T·N_a·N²).
+
+
+def interval_costs_after(step_cost: torch.Tensor, max_interval: int) -> torch.Tensor:
+    """``C[s, n-1, p] = Σ_{k=1}^{n-1} E[s+k, k-1, p]``: (T, K, P) -> (T, N, P), ``N = max_interval``."""
+    steps, distances, previous = step_cost.shape
+    _require(
+        1 <= max_interval <= distances + 1 and previous >= max_interval + 1,
+        f"max_interval={max_interval} needs reuse distances up to {max_interval - 1} and previous intervals up to "
+        f"{max_interval}, but the step costs have {distances} and {previous - 1}.",
+    )
+    starts = torch.arange(steps)
+    cost = torch.zeros(steps, max_interval, previous, dtype=torch.float64)
+    for k in range(1, max_interval):
+        t = starts + k  # (T,)
+        term = torch.where((t < steps)[:, None], step_cost.double()[t.clamp(max=steps - 1), k - 1], 0.0)  # (T, P)
+        cost[:, k] = cost[:, k - 1] + term
+    return cost
+
+
+def dp_table_after(interval_cost: torch.Tensor, max_anchors: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``F[s, j, p]`` and ``choice[s, j, p]`` (ties: the shorter interval): (T, N, P) -> two (T+1, J+1, P)."""
+    steps, longest, previous = interval_cost.shape
+    best = torch.full((steps + 1, max_anchors + 1, previous), math.inf, dtype=torch.float64)
+    best[steps, 0] = 0.0
+    choice = torch.zeros(steps + 1, max_anchors + 1, previous, dtype=torch.long)
+    after = (torch.arange(steps)[:, None] + torch.arange(1, longest + 1)).clamp(max=steps)  # (T, N) next start
+    lengths = torch.arange(1, longest + 1).expand(steps, longest)  # (T, N): the next state's p
+    for j in range(1, max_anchors + 1):
+        following = best[:, j - 1][after, lengths]  # (T, N)
+        value, index = (interval_cost + following[..., None]).min(dim=1)  # (T, P)
+        best[:steps, j] = value
+        choice[:steps, j] = index + 1
+    return best, choice
+
+
+def backtrack_after(choice: Sequence[Sequence[Sequence[int]]], n_anchors: int) -> tuple[int, ...]:
+    """Anchor steps of the optimum with ``n_anchors`` intervals from ``dp_table_after``'s ``choice`` (nested lists)."""
+    steps = len(choice) - 1
+    anchors, start, previous = [], 0, 0
+    for j in range(n_anchors, 0, -1):
+        anchors.append(start)
+        length = choice[start][j][previous]
+        start, previous = min(start + length, steps), length
+    return tuple(anchors)

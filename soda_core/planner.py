@@ -19,7 +19,18 @@ from dataclasses import dataclass
 
 import torch
 
-from .dcs import backtrack, dp_table, interval_costs, step_costs, uniform_anchors
+from .compensation import check_mode
+from .compensation_plan import CellTable, cell_table, previous_intervals
+from .dcs import (
+    backtrack,
+    backtrack_after,
+    dp_table,
+    dp_table_after,
+    interval_costs,
+    interval_costs_after,
+    step_costs,
+    uniform_anchors,
+)
 from .flops import FlopModel
 from .profile import SensitivityProfile
 from .profile_checks import absent_modules, error_problems, flop_problems, ratio_problems
@@ -56,7 +67,9 @@ class PlanConfig:
     ``pruning`` enables UAS partial recomputes with ``r = clip(lam·E_c + β, 0, 1)``, ``r < ratio_min`` meaning
     reuse and ``r`` capped at ``ratio_max``; ``joint_cost`` lets the DP price a reuse module at its UAS error
     ``min(E_c, E_p(r))`` instead of ``E_c`` (beyond the paper); ``anchors`` places the full steps by the DP
-    (``"dp"``, SODA's DCS) or evenly (``"uniform"``, the paper's fixed-interval ablation).
+    (``"dp"``, SODA's DCS) or evenly (``"uniform"``, the paper's fixed-interval ablation); ``compensation`` serves
+    whole-module reuse cells by a forecast (``compensation.MODES``; the DP then prices each cell at the chosen
+    predictor's profiled error, ``compensation_plan``), partially recomputed cells stay plain.
     """
 
     target: float = 2.0
@@ -68,8 +81,15 @@ class PlanConfig:
     ratio_max: float = 0.9
     joint_cost: bool = False
     anchors: str = "dp"
+    compensation: str = "none"
 
     def __post_init__(self) -> None:
+        check_mode(self.compensation, "PlanConfig.compensation")
+        _require(
+            not (self.joint_cost and self.compensation != "none"),
+            "PlanConfig.joint_cost prices reuse cells at their UAS error without compensation, so it cannot be "
+            f"combined with compensation={self.compensation!r}. Fix: drop joint_cost or use compensation='none'.",
+        )
         _require(
             _is_real(self.target) and self.target >= 1.0,
             f"PlanConfig.target must be a finite number >= 1.0 (transformer-FLOPs speed-up; 1.0 = full compute), "
@@ -146,6 +166,8 @@ class _Search:
     target: float
     step_cost: torch.Tensor  # (T, K)
     uas: UasTable | None  # None: no token pruning
+    cells: CellTable | None = None  # compensation: the cells' errors by previous interval
+    after: torch.Tensor | None = None  # (T, K, P) their step costs
 
     def ratio(self, total_flops: float) -> float:
         return self.steps * self.flops.step_full / total_flops
@@ -174,10 +196,19 @@ class _Candidate:
 def _at_beta(search: _Search, anchors: tuple[int, ...], beta: float | None) -> _Candidate:
     """The UAS decision and predicted error of ``anchors`` at ``β`` (None: reuse whole modules)."""
     steps, distances = reuse_steps(anchors, search.steps)
+    previous = previous_intervals(anchors, steps)
     if search.uas is None or beta is None or steps.numel() == 0:
-        error = float(search.step_cost[steps, distances - 1].sum())
+        if search.after is not None:
+            error = float(search.after[steps, distances - 1, previous].sum())
+        else:
+            error = float(search.step_cost[steps, distances - 1].sum())
         return _Candidate(error, anchors, None, steps, torch.zeros(steps.numel(), search.modules))
     ratios, error_per_module = decide(search.uas, search.uas.gather(steps, distances), beta)
+    if search.cells is not None:  # whole-module reuse is served by the cell's predictor, partial recompute only
+        reused, codes, _ = search.cells.at(steps, distances, previous)  # where it beats the forecast (fewer FLOPs)
+        reused, forecast = reused.reshape(steps.numel(), -1), codes.reshape(steps.numel(), -1) > 0  # (n, LM)
+        ratios = torch.where(forecast & (reused <= error_per_module), 0.0, ratios)
+        error_per_module = torch.where(ratios > 0, error_per_module, reused)
     return _Candidate(float(error_per_module.sum()), anchors, beta, steps, ratios)
 
 
@@ -281,10 +312,18 @@ def plan(profile: SensitivityProfile, config: PlanConfig) -> Schedule:
         full = _Candidate(0.0, tuple(range(steps)), None, torch.zeros(0, dtype=torch.long), torch.zeros(0, 1))
         return _schedule(profile, config, full, ["full compute: target 1.0", *notes], longest)
     search = _prepare(profile, config, longest, notes)
+    if config.compensation != "none":
+        cells = cell_table(profile, config.compensation, longest)
+        search = dataclasses.replace(search, cells=cells, after=cells.step_costs())
+        notes.extend(cells.notes)
     fewest = max(math.ceil(steps / longest), config.min_full_steps)
     if config.anchors == "uniform":
         anchor_sets = [uniform_anchors(steps, n) for n in range(fewest, steps + 1)]
         notes.append("full steps spread evenly (fixed-interval ablation), not placed by the DP")
+    elif search.after is not None:
+        _, choice = dp_table_after(interval_costs_after(search.after, longest), steps)
+        choices = choice.tolist()
+        anchor_sets = [backtrack_after(choices, n) for n in range(fewest, steps + 1)]
     else:
         _, choice = dp_table(interval_costs(search.step_cost, longest), steps)
         choices = choice.tolist()
@@ -311,22 +350,37 @@ def plan(profile: SensitivityProfile, config: PlanConfig) -> Schedule:
         for candidate in candidates[:JOINT_CANDIDATES]:
             joint = _joint(search, candidate.anchors)
             best = joint if joint.key() < best.key() else best
-    return _schedule(profile, config, best, notes, longest)
+    return _schedule(profile, config, best, notes, longest, search.cells)
 
 
 def _schedule(
-    profile: SensitivityProfile, config: PlanConfig, best: _Candidate, notes: list[str], longest: int
+    profile: SensitivityProfile,
+    config: PlanConfig,
+    best: _Candidate,
+    notes: list[str],
+    longest: int,
+    cells: CellTable | None = None,
 ) -> Schedule:
     steps, layout = profile.steps, profile.layout
     recompute = torch.ones(steps, layout.num_layers, layout.num_modules)  # (T, L, M)
+    codes, weights = torch.zeros(0, dtype=torch.int8), torch.zeros(0)
     if best.steps.numel():
         recompute[best.steps] = best.ratios.float().reshape(-1, layout.num_layers, layout.num_modules)
+    if cells is not None:
+        codes, weights = torch.zeros(recompute.shape, dtype=torch.int8), torch.zeros(recompute.shape)
+        reused, distances = reuse_steps(best.anchors, steps)
+        _, chosen, weight = cells.at(reused, distances, previous_intervals(best.anchors, reused))
+        whole = recompute[reused] == 0  # partially recomputed cells mix with the plain cached value
+        codes[reused] = torch.where(whole, chosen, 0).to(torch.int8)
+        weights[reused] = torch.where(whole, weight, 0.0)
     ratio = steps * profile.flops.step_full / schedule_flops(profile.flops, best.anchors, recompute)
     summary = f"intervals of at most {longest} steps"
     if best.beta is None:
         summary += "; no token pruning"
     else:
         summary += f"; UAS λ = {config.lam:g}, β = {best.beta:.4f}" + (" (joint DP costs)" if best.joint else "")
+    if config.compensation != "none":
+        summary += f"; compensation {config.compensation}"
     return Schedule(
         layout=layout,
         sigmas=profile.sigmas.double().cpu(),
@@ -336,4 +390,6 @@ def _schedule(
         predicted_error=best.error,
         notes=(summary, *notes),
         config={**dataclasses.asdict(config), "beta": best.beta},
+        compensation=codes,
+        weights=weights,
     )

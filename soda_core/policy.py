@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from .api import Plan, schedule_for
+from .compensation import memory_note
 from .layout import ModelLayout
 from .profile import SensitivityProfile
 from .profiler import ProfileConfig, SensitivityRecorder
@@ -100,7 +101,7 @@ class PlanPolicy:
         report = run.report
         return (
             f"SODA: {report.flops_ratio:.2f}x FLOPs, measured {report.measured_speedup():.2f}x, "
-            f"{report.full_steps} of {report.steps} steps full"
+            f"{report.full_steps} of {report.steps} steps full{memory_note(report.compensation_bytes)}"
         )
 
 

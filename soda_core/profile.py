@@ -6,7 +6,11 @@ Shapes, with T sampling steps, L layers, M modules per layer, K reuse distances 
   * ``prune_error[t, l, m, k-1, j]`` = E_p(t, l, m, k, r_j): recompute the top ``r_j`` share of image tokens at step t,
     take every other token from step t - k;
   both averaged over the calibration samples (batch rows, CFG branches, seeds). An infinite E_p is a legal marker
-  for "never recompute this module partially" (see ``without_pruning``).
+  for "never recompute this module partially" (see ``without_pruning``);
+  * ``forecast_error[i, t, l, m, k-1, p-1]`` (3, T, L, M, K, K): the error of predictor ``compensation.MEASURED[i]``
+    (taylor1, taylor2, goc) at distance k from an anchor that is p steps after the anchor before it, and
+    ``forecast_weight[t, l, m, k-1, p-1]`` GOC's fitted coefficient there (``compensation_fit``); NaN where not
+    measured, both empty in profiles without them (older files, resampled profiles).
 
 A profile is stored as one ``.safetensors`` file: the tensors above plus the FLOP model, and JSON metadata (layout,
 sigmas, model family, sampler, measured-on shapes, pack version).
@@ -38,6 +42,8 @@ class SensitivityProfile:
     prune_ratios: torch.Tensor  # (R,) float32, increasing, in (0, 1)
     flops: FlopModel
     meta: dict[str, Any] = field(default_factory=dict)
+    forecast_error: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (3, T, L, M, K, K) or empty
+    forecast_weight: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (T, L, M, K, K) or empty
 
     def __post_init__(self) -> None:
         check_profile(self)  # raises ProfileProblems (a ValueError) listing every rule the values break
@@ -53,6 +59,11 @@ class SensitivityProfile:
     @property
     def has_prune_error(self) -> bool:
         return self.prune_error.numel() > 0
+
+    @property
+    def has_forecasts(self) -> bool:
+        """True when the predictors of ``compensation`` were measured (errors and GOC's weights)."""
+        return self.forecast_error.numel() > 0 and self.forecast_weight.numel() > 0
 
     # ------------------------------------------------------------------ files
 
@@ -121,7 +132,16 @@ class SensitivityProfile:
         if not self.has_prune_error:
             prune = self.prune_error
         meta = {**self.meta, "resampled": {"from_steps": self.steps, "to_steps": steps}}
-        return replace(self, sigmas=new_sigmas, cache_error=cache, prune_error=prune, meta=meta)
+        empty = torch.zeros(0)  # the predictors' errors depend on two anchor distances: not mapped, measured only
+        return replace(
+            self,
+            sigmas=new_sigmas,
+            cache_error=cache,
+            prune_error=prune,
+            meta=meta,
+            forecast_error=empty,
+            forecast_weight=empty,
+        )
 
     @staticmethod
     def _read(table: torch.Tensor, u: float, d: float) -> torch.Tensor:

@@ -50,10 +50,34 @@ def check_profile(profile: SensitivityProfile) -> None:
         ]
         if profile.has_prune_error:
             problems += error_problems("prune_error", profile.prune_error, absent, profile.layout.modules, True)
+        problems += forecast_problems(profile)
     if not isinstance(profile.meta, dict) or not all(isinstance(k, str) for k in profile.meta):
         problems.append(f"meta must be a dict with str keys, got {type(profile.meta).__name__}")
     if problems:
         raise ProfileProblems(problems)
+
+
+def forecast_problems(profile: SensitivityProfile) -> list[str]:
+    """The predictors' tables (``compensation_fit``): both empty, or (3, T, L, M, K, K) errors in [0, 2] and
+    (T, L, M, K, K) finite weights, NaN where not measured."""
+    error, weight = profile.forecast_error, profile.forecast_weight
+    if not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in (error, weight)):
+        return ["forecast_error and forecast_weight must be floating-point tensors"]
+    if error.numel() == 0 and weight.numel() == 0:
+        return []
+    t, layers, m, k = profile.cache_error.shape
+    if tuple(error.shape) != (3, t, layers, m, k, k) or tuple(weight.shape) != (t, layers, m, k, k):
+        return [
+            f"forecast_error has shape {tuple(error.shape)} and forecast_weight {tuple(weight.shape)}, expected "
+            f"(3, {t}, {layers}, {m}, {k}, {k}) and ({t}, {layers}, {m}, {k}, {k}) (or both empty)"
+        ]
+    problems = []
+    measured = error[~error.isnan()]
+    if measured.numel() and not (bool((measured >= -ROUNDING).all()) and bool((measured <= 2 + ROUNDING).all())):
+        problems.append("forecast_error must lie in [0, 2] (1 - cos) or be NaN")
+    if bool(weight.isinf().any()):
+        problems.append("forecast_weight must be finite or NaN")
+    return problems
 
 
 def shape_problems(profile: SensitivityProfile) -> list[str]:

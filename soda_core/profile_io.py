@@ -40,6 +40,10 @@ TENSORS = {  # key -> (safetensors dtype, torch dtype, number of dimensions)
     "flops.per_ratio": ("F64", torch.float64, 2),
     "flops.scalars": ("F64", torch.float64, 1),
 }
+OPTIONAL = {  # tensors of newer profiles; a file without them has no predictor errors (compensation)
+    "forecast_error": ("F32", torch.float32, 6),
+    "forecast_weight": ("F32", torch.float32, 5),
+}
 
 
 class _Refused(Exception):
@@ -65,6 +69,9 @@ def save_profile(profile: SensitivityProfile, path: str | Path) -> None:
     }
     if not profile.has_prune_error:
         tensors["prune_error"] = torch.zeros(*profile.cache_error.shape, 0)  # (T, L, M, K, 0)
+    if profile.has_forecasts:
+        tensors["forecast_error"] = profile.forecast_error.float().contiguous()
+        tensors["forecast_weight"] = profile.forecast_weight.float().contiguous()
     metadata = {
         VERSION_KEY: str(FORMAT_VERSION),
         LAYOUT_KEY: json.dumps(profile.layout.to_json()),
@@ -146,12 +153,14 @@ def _metadata(header: dict[str, Any]) -> dict[str, str]:
 
 def _check_tensor_entries(header: dict[str, Any]) -> None:
     found = {key for key in header if key != "__metadata__"}
-    missing, unknown = sorted(set(TENSORS) - found), sorted(found - set(TENSORS))
+    missing, unknown = sorted(set(TENSORS) - found), sorted(found - set(TENSORS) - set(OPTIONAL))
     if missing:
         raise _Refused(missing[0], "is missing, expected a tensor of that name")
     if unknown:
         raise _Refused(unknown[0], f"is not a tensor of a SODA profile (expected exactly {', '.join(TENSORS)})")
-    for key, (dtype, _, dims) in TENSORS.items():
+    for key, (dtype, _, dims) in {**TENSORS, **OPTIONAL}.items():
+        if key not in header:
+            continue
         entry = header[key]
         shape = entry.get("shape") if isinstance(entry, dict) else None
         if not isinstance(entry, dict) or entry.get("dtype") != dtype:
@@ -173,14 +182,16 @@ def _read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
 
     try:
         with safe_open(str(path), framework="pt") as file:
-            return {key: file.get_tensor(key) for key in TENSORS}
+            return {key: file.get_tensor(key) for key in (*TENSORS, *OPTIONAL) if key in file.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError, TypeError) as error:
         raise _Refused("header", f"does not describe the file's data ({str(error)[:160]})") from None
 
 
 def _profile(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> SensitivityProfile:
-    for key, (_, dtype, _) in TENSORS.items():
-        if tensors[key].dtype != dtype:  # safetensors honours the header, checked above; never trust it twice
+    for key, (_, dtype, _) in {**TENSORS, **OPTIONAL}.items():
+        if (
+            key in tensors and tensors[key].dtype != dtype
+        ):  # safetensors honours the header, checked above; never trust it twice
             raise _Refused(key, f"has dtype {tensors[key].dtype}, expected {dtype}")
     scalars = tensors["flops.scalars"]
     if scalars.shape != (2,):
@@ -195,6 +206,7 @@ def _profile(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Sens
         prune_ratios=tensors["prune_ratios"],
         flops=flops,
         meta=_meta(metadata[META_KEY]),
+        **{key: tensors[key] for key in OPTIONAL if key in tensors},
     )
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from .compensation_fit import forecast_tables
 from .flops import FlopModel
 from .layout import ModelLayout
 from .profile import SensitivityProfile
@@ -116,10 +117,14 @@ class SensitivityRecorder:
         self._num_ratios = r
         self._keep: dict[tuple[int, torch.device], Tensor] = {}  # (N_img, device) -> (R,) recomputed image tokens
         self._sketch = Sketcher(config.sketch_dim, config.sketch_seed) if config.sketch_dim else None
+        # (run, stream, layer, module) -> (T, K+1, B) <D_t, D_{t-j}> per row, for the predictors' errors
+        self._gram: dict[tuple[int, Hashable, int, int], Tensor] = {}
+        self._run = 0
 
     def new_run(self) -> None:
         """A new calibration run starts at step 0: forget the previous run's outputs (keep the sums)."""
         self._ring.clear()
+        self._run += 1
 
     def observe(
         self,
@@ -142,10 +147,12 @@ class SensitivityRecorder:
         now = self._sketch(output) if self._sketch is not None else output.float()  # (B, N, W) float32
         stats = _TokenStats.of(now, scores, tokens, self.config.measure_pruning)
         self._sums(now.device, stats.norms.dtype)
+        gram = self._gram_of(stream, layer, m, stats.total)
+        gram[step, 0] = stats.total
         for entry in ring:
             k = step - entry.step
             if 1 <= k <= self.config.max_distance:
-                self._accumulate(step, layer, m, k, now, stats, entry)
+                gram[step, k] = self._accumulate(step, layer, m, k, now, stats, entry)
         ring[:] = [e for e in ring if e.step > step - self.config.max_distance]  # the next steps need no older
         ring.append(self._entry(step, output, now, stats.norms))
 
@@ -156,6 +163,7 @@ class SensitivityRecorder:
         cache_error = (cache_sum / count).float().masked_fill(missing, float("nan"))
         prune_error = (prune_sum / count.unsqueeze(-1)).float()
         prune_error = prune_error.masked_fill(missing.unsqueeze(-1), float("nan"))
+        forecast_error, forecast_weight = forecast_tables(self._grams_by_cell(), *self._shape)
         return SensitivityProfile(
             layout=self.layout,
             sigmas=sigmas.double().cpu(),
@@ -163,6 +171,8 @@ class SensitivityRecorder:
             prune_error=prune_error,
             prune_ratios=self._ratios.float(),
             flops=flops,
+            forecast_error=forecast_error,
+            forecast_weight=forecast_weight,
             meta={
                 **meta,
                 "score": self.config.score.value,
@@ -180,7 +190,7 @@ class SensitivityRecorder:
         return ProfilingMemory(
             ring=_storage_bytes([e.stored for e in entries]),
             norms=_storage_bytes([e.norms for e in entries]),
-            accumulators=_storage_bytes([self._count, *sums]),
+            accumulators=_storage_bytes([self._count, *sums, *self._gram.values()]),
             projections=_storage_bytes(projections),
             working=0,
         )
@@ -195,6 +205,20 @@ class SensitivityRecorder:
         total_rows = sum(s[0] for s in shapes)
         tokens, channels, itemsize = (max(s[i] for s in shapes) for i in (1, 2, 3))
         check_memory(self.layout, self.config, total_rows, tokens, channels, itemsize, self.steps)
+
+    def _gram_of(self, stream: Hashable, layer: int, m: int, like: Tensor) -> Tensor:
+        key = (self._run, stream, layer, m)
+        if key not in self._gram:
+            shape = (self.steps, self.config.max_distance + 1, like.shape[0])
+            self._gram[key] = torch.full(shape, float("nan"), dtype=like.dtype, device=like.device)
+        return self._gram[key]
+
+    def _grams_by_cell(self) -> dict[tuple[int, int], Tensor]:
+        """Every run's and stream's rows of each (layer, module), side by side (T, K+1, B_total), on the host."""
+        cells: dict[tuple[int, int], list[Tensor]] = {}
+        for (_, _, layer, m), gram in self._gram.items():
+            cells.setdefault((layer, m), []).append(gram.double().cpu())
+        return {cell: torch.cat(grams, dim=2) for cell, grams in cells.items()}
 
     def _offload(self, x: Tensor) -> bool:
         return self._sketch is None and self.config.half_precision_ring is None and x.device.type != "cpu"
@@ -240,8 +264,9 @@ class SensitivityRecorder:
 
     def _accumulate(
         self, step: int, layer: int, m: int, k: int, now: Tensor, stats: _TokenStats, entry: _Entry
-    ) -> None:
-        """Add E_c and E_p of serving ``now`` (B, N, W) from ``entry``, k steps earlier, from per-token sums."""
+    ) -> Tensor:
+        """Add E_c and E_p of serving ``now`` (B, N, W) from ``entry``, k steps earlier, from per-token sums;
+        returns the rows' inner products <D_t, D_{t-k}> (B,)."""
         past = entry.stored.to(now.device, now.dtype, non_blocking=True)  # (B, N, W)
         past_norms = entry.norms  # (B, N)
         cache_sum, prune_sum = self._sums(now.device, stats.norms.dtype)
@@ -250,7 +275,7 @@ class SensitivityRecorder:
         cache_sum[step, layer, m, k - 1] += (1 - cos).sum()
         self._count[step, layer, m, k - 1] += now.shape[0]
         if stats.order is None or not self._num_ratios:
-            return
+            return dot.sum(-1)
         c_dot, c_past = stats.prefix(dot), stats.prefix(past_norms)  # (B, N_img + 1)
         keep = self._keep_counts(c_dot.shape[1] - 1, now.device)  # (R,)
         fresh = stats.fixed[:, None] + stats.prefix_norms[:, keep]  # (B, R) |D_t|^2 of the recomputed tokens
@@ -258,6 +283,7 @@ class SensitivityRecorder:
         mixed_norm = fresh + (c_past[:, -1:] - c_past[:, keep])  # |mix|^2
         cos_r = numerator / (mixed_norm * stats.total[:, None]).sqrt().clamp(min=1e-30)  # (B, R)
         prune_sum[step, layer, m, k - 1] += (1 - cos_r).sum(0)
+        return dot.sum(-1)
 
 
 def accumulator_dtype(device: torch.device) -> torch.dtype:

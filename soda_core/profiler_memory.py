@@ -8,6 +8,7 @@ dimension, W = C in exact mode (``sketch_dim=0``) or min(C, d) sketched, s = byt
     ring         = min(K, T) * L * M * rows * N * W * s       the last K outputs (or sketches) of every module
     norms        = min(K, T) * L * M * rows * N * 8           their per-token squared norms, float64
     accumulators = T * L * M * K * (2 + R) * 8                sums of E_c, E_p and counts, float64
+                 + T * L * M * (K + 1) * rows * 8             inner products per row (compensation_fit), per run
     projections  = V * C * d * 4 if sketched and C > d, else 0  one projection matrix per output width (V widths)
     working      = rows * N * C * 4 * 2 (exact)               float32 copies made while one output is compared
                    rows * N * (C + W) * 4 + rows * N * 8 (sketched)
@@ -94,7 +95,10 @@ def profiling_memory(
     return ProfilingMemory(
         ring=entries * width * stored,
         norms=entries * ACCUMULATOR_ITEMSIZE,
-        accumulators=steps * cells * config.max_distance * (2 + ratios) * ACCUMULATOR_ITEMSIZE,
+        accumulators=steps
+        * cells
+        * (config.max_distance * (2 + ratios) + (config.max_distance + 1) * rows)
+        * ACCUMULATOR_ITEMSIZE,
         projections=widths * channels * config.sketch_dim * SKETCH_ITEMSIZE if width < channels else 0,
         working=working,
     )

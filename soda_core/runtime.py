@@ -25,6 +25,7 @@ from .adapters import Layer, ServedModel
 from .adapters.check import Verdict, known_verdict, verdict_for
 from .adapters.patterns import AttentionCall
 from .adapters.step import BlockCall, BlockStep, Cache, Observer, stream_layouts
+from .compensation import Compensator, entry_cells, partial_entries, run_cells
 from .flops import FlopModel
 from .layout import BLOCK_MODULES, Granularity
 from .schedule import Schedule
@@ -71,6 +72,7 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
     anchors: tuple[int, ...] = ()
     step_seconds: list[float] = field(default_factory=list)  # wall time from each step's first model call on
+    compensation_bytes: int = 0  # peak memory of the older anchors' outputs compensation keeps (beyond the cache)
 
     @property
     def flops_ratio(self) -> float:
@@ -92,6 +94,11 @@ class RunReport:
             f"({self.flops_ratio:.2f}x); modules full/partial/reused: "
             f"{self.full_modules}/{self.partial_modules}/{self.reused_modules}"
             + (f"; {self.cache_misses} cache misses computed fully" if self.cache_misses else "")
+            + (
+                f"; compensation kept {self.compensation_bytes / 2**20:.2f} MB of older anchor outputs"
+                if self.compensation_bytes
+                else ""
+            )
         )
 
 
@@ -138,6 +145,12 @@ class SodaRun:
         self._sigmas = schedule.sigmas.tolist()
         self._distance = [schedule.distance(t) for t in range(schedule.steps)]
         self._records = [schedule.needs_cache_after(t) for t in range(schedule.steps)]
+        self._compensator: Compensator | None = None
+        self._cells: list[list[dict[str, tuple[int, float]]]] = []
+        if schedule.compensated:  # the cells' predictors; the anchors a forecast reads are recorded too
+            self._cells, needed, depth = run_cells(schedule)
+            self._records = [r or t in needed for t, r in enumerate(self._records)]
+            self._compensator = Compensator(depth)
         self.report = RunReport(
             steps=schedule.steps,
             full_steps=len(schedule.anchors),
@@ -250,6 +263,10 @@ class SodaRun:
         costs = self.costs.ledger_blocks.get(shape_key)
         if costs is None and any(r < 1.0 for r in step.ratios.values()):
             step.ratios, step.record = dict.fromkeys(step.ratios, 1.0), True  # a shape first seen on a reuse step
+        compensator, history = self._compensator, (call.key, layer, occurrence)
+        if compensator is not None and not anchor and not step.record:
+            cells = entry_cells(self._cells[call.step][layer], self.schedule.layout.modules, program)
+            step.cache = compensator.served(history, cache, call.step, cells, partial_entries(step.ratios, program))
         step.observe = self._observer_for(layer, call, program, occurrence, step)
         plain = all(r >= 1.0 for r in step.ratios.values()) and not step.record and step.observe is None
         if costs is None:
@@ -260,6 +277,8 @@ class SodaRun:
             out = block_call.run()  # plain full step: the block's own forward, bit-exact and without overhead
         else:
             out = self.run_program(program, step, block_call)
+        if compensator is not None and step.record:  # an anchor, or a cache miss computed in full
+            compensator.recorded(history, call.step, cache)
         if costs is None and step.meter is not None:
             costs = self._module_costs(step.meter.costs(), program)
             self.costs.ledger_blocks[shape_key] = costs
@@ -301,6 +320,9 @@ class SodaRun:
         report.full_modules, report.partial_modules = self.ledger.full_modules, self.ledger.partial_modules
         report.reused_modules = self.ledger.reused_modules
         self._caches.clear()
+        if self._compensator is not None:
+            report.compensation_bytes = self._compensator.peak_bytes
+            self._compensator.reset()
         return report
 
     def flop_model(self) -> FlopModel:

@@ -29,6 +29,9 @@ class Schedule:
     predicted_error: float = 0.0
     notes: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)
+    # per cell on reuse steps: predictor code (compensation.PREDICTORS; 0 = plain reuse) and GOC's coefficient
+    compensation: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int8))  # (T, L, M) or empty
+    weights: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (T, L, M) float32 or empty
 
     def __post_init__(self) -> None:
         steps = self.sigmas.numel() - 1
@@ -43,6 +46,15 @@ class Schedule:
             problems.append("recompute must be 1 on every anchor step")
         if bool(((self.recompute < 0) | (self.recompute > 1)).any()):
             problems.append("recompute ratios must lie in [0, 1]")
+        if self.compensation.numel() and (
+            self.compensation.shape != self.recompute.shape or self.weights.shape != self.recompute.shape
+        ):
+            problems.append(
+                f"compensation {tuple(self.compensation.shape)} and weights {tuple(self.weights.shape)} must have "
+                f"the shape of recompute {tuple(self.recompute.shape)}"
+            )
+        elif self.compensation.numel() and bool(((self.compensation < 0) | (self.compensation > 3)).any()):
+            problems.append("compensation codes must lie in 0..3 (none, taylor1, taylor2, goc)")
         if problems:
             raise ValueError("Invalid SODA schedule: " + "; ".join(problems) + ".")
 
@@ -74,6 +86,21 @@ class Schedule:
         mask[list(self.anchors)] = True
         return mask
 
+    @property
+    def compensated(self) -> bool:
+        """True when some reuse cell is served by a forecast (``compensation``), not by its cached value."""
+        return bool(self.compensation.numel()) and bool((self.compensation > 0).any())
+
+    def compensated_cells(self) -> dict[str, int]:
+        """How many reuse cells each predictor serves."""
+        from .compensation import PREDICTORS
+
+        if not self.compensated:
+            return {}
+        reused = ~self.anchor_mask[:, None, None].expand_as(self.recompute)
+        codes = self.compensation[reused]
+        return {name: int((codes == i).sum()) for i, name in enumerate(PREDICTORS)}
+
     def distance(self, step: int) -> int:
         """Steps since the last anchor (0 on an anchor step)."""
         last = max(a for a in self.anchors if a <= step)
@@ -96,6 +123,9 @@ class Schedule:
             f"predicted error: {self.predicted_error:.4f} (summed sensitivity)",
             *self.notes,
         ]
+        cells = self.compensated_cells()
+        if cells:
+            lines.append("compensated reuse cells: " + ", ".join(f"{n} {c}" for n, c in cells.items() if c))
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -108,6 +138,8 @@ class Schedule:
             "predicted_error": self.predicted_error,
             "notes": list(self.notes),
             "config": self.config,
+            "compensation": self.compensation.tolist(),
+            "weights": self.weights.tolist(),
         }
 
     @classmethod
@@ -121,6 +153,8 @@ class Schedule:
             predicted_error=float(data["predicted_error"]),
             notes=tuple(data.get("notes", ())),
             config=dict(data.get("config", {})),
+            compensation=torch.tensor(data.get("compensation", []), dtype=torch.int8),
+            weights=torch.tensor(data.get("weights", []), dtype=torch.float32),
         )
 
     def dumps(self) -> str:

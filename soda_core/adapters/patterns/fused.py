@@ -39,6 +39,7 @@ class FusedProgram:
         self.attn, self.mlp = spec.names
         self.taps = ((spec.linear1, False), (spec.linear2, False))
         self.partial = frozenset({self.mlp})
+        self.owners = {OUT: self.mlp}  # the cached update is served as the MLP's output (compensation)
 
     def effective(self, ratios: dict[str, float]) -> dict[str, float]:
         if ratios[self.attn] > 0.0:
