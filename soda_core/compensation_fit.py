@@ -87,7 +87,15 @@ def _pairs(distances: int) -> list[tuple[int, int]]:
 
 def fit_goc(gram: Tensor, steps: int = FIT_STEPS, rate: float = FIT_RATE) -> tuple[float, float, float]:
     """GOC's ``g`` for one (layer, module) from its ``gram`` (T, K+1, B): ``(g, error at g, error at 0)``, both
-    errors the mean over the non-inflection cells it is fitted on (rows and (t, k, p) with every term measured)."""
+    errors the mean over the non-inflection cells it is fitted on (rows and (t, k, p) with every term measured).
+
+    Runs with autograd on whatever mode the caller is in: ComfyUI's server samples under ``torch.inference_mode``,
+    whose tensors autograd cannot save, so the fit works on normal copies of them."""
+    with torch.inference_mode(False), torch.enable_grad():
+        return _fit_goc(gram.clone(), steps, rate)
+
+
+def _fit_goc(gram: Tensor, steps: int, rate: float) -> tuple[float, float, float]:
     data = []
     for k, p in _pairs(gram.shape[1] - 1):
         terms = _goc_terms(gram, k, p)

@@ -147,6 +147,14 @@ def test_goc_fit_lowers_the_calibration_error_it_was_fitted_on():
     assert fitted < 0.8 * plain
 
 
+def test_goc_fits_the_same_under_inference_mode_as_comfyuis_server_samples():
+    outputs = _trajectory(16, rows=4, curve=lambda t: 0.3 * torch.sqrt(t + 1.0))
+    with torch.inference_mode():
+        gram = _gram(outputs, 6)  # an inference tensor, as the profiler makes it in the server
+        fitted = fit_goc(gram)
+    assert fitted == fit_goc(_gram(outputs, 6)) and fitted[0] > 0.0
+
+
 def test_inflections_switch_goc_off_where_the_trajectory_turns_back():
     outputs = _trajectory(12, curve=lambda t: 2.0 * torch.cos(t * math.pi / 6))  # turns around t = 6
     gram = _gram(outputs, 4)
