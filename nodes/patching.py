@@ -27,7 +27,8 @@ from ..soda_core.adapters import ServedModel, serve
 from ..soda_core.adapters.patterns import program_for
 from ..soda_core.layout import Granularity
 from ..soda_core.policy import FixedPolicy, RunContext, RunPolicy
-from ..soda_core.runtime import CostBook, RunReport, SodaRun
+from ..soda_core.run_report import RunReport
+from ..soda_core.runtime import CostBook, SodaRun
 from ..soda_core.schedule import Schedule
 from ..soda_core.seams import AttentionSeam, BlockSeam, RunSlot, Shared, TapSeam
 from ..soda_core.tokens import TokenScore

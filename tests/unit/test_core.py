@@ -13,7 +13,7 @@ import torch
 from comfyui_soda.soda_core.flops import FlopModel
 from comfyui_soda.soda_core.layout import BlockRef, ModelLayout, check_layout
 from comfyui_soda.soda_core.profile import SensitivityProfile
-from comfyui_soda.soda_core.runtime import step_of_sigma
+from comfyui_soda.soda_core.run_report import step_of_sigma
 from comfyui_soda.soda_core.schedule import Schedule
 from comfyui_soda.soda_core.tokens import TokenLayout, gather_tokens, recompute_positions, scatter_tokens
 
