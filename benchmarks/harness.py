@@ -32,6 +32,7 @@ from .methods import (
     ABLATION,
     FAMILIES,
     RIVALS,
+    SODA_MODES,
     Method,
     SkipLog,
     baseline_methods,
@@ -40,7 +41,7 @@ from .methods import (
     peer_methods,
     soda_methods,
 )
-from .settings import Built, Setting
+from .settings import Built, Run, Setting
 
 
 logger = logging.getLogger(__name__)
@@ -211,22 +212,26 @@ def _figures(
     return out
 
 
-def run(setting: Setting, built: Built, steps: int) -> dict[str, Any]:
-    """Benchmark ``setting`` at ``steps`` sampling steps; returns the JSON-ready record of this step count."""
+def run(setting: Setting, built: Built, spec: Run) -> dict[str, Any]:
+    """Benchmark ``setting`` at one sampling set-up; returns the JSON-ready record of this run."""
     model, positive, negative = built
+    steps, core = spec.steps, spec.core
+    setting = setting.with_overrides(repeats=spec.repeats)
     ctx = Context.create(model, setting, steps, positive, negative)
+    if spec.cfg is not None:
+        ctx = dataclasses.replace(ctx, cfg=spec.cfg)
     started = time.perf_counter()
     sample(model, dataclasses.replace(ctx, steps=2))  # warm-up: model load, first-call allocations
     profile, profile_seconds = _profile(model, ctx, setting, "mean")
     abs_profile, abs_seconds = (
-        (None, None) if setting.ablation_target is None else _profile(model, ctx, setting, "abs_mean")
+        (None, None) if setting.ablation_target is None or core else _profile(model, ctx, setting, "abs_mean")
     )
     calibration = _calibrate_peers(model, ctx, setting)
     skipped: list[dict[str, Any]] = []
-    methods = [full_method(model), *soda_methods(setting, model, profile, abs_profile, skipped)]
-    methods += baseline_methods(setting, model, profile) + external_methods(setting, model)
+    methods = [full_method(model), *soda_methods(setting, model, profile, abs_profile, skipped, core)]
+    methods += baseline_methods(setting, model, profile, core) + external_methods(setting, model)
     methods += peer_methods(setting, model, calibration, skipped)
-    logger.info("bench: %d methods x %d repeats at %d steps", len(methods), setting.repeats, steps)
+    logger.info("bench: %d methods x %d repeats at %s", len(methods), setting.repeats, spec.label)
 
     skip_log, counted = SkipLog(), {}
     logging.getLogger().addHandler(skip_log)
@@ -258,9 +263,13 @@ def run(setting: Setting, built: Built, steps: int) -> dict[str, Any]:
     soda_full = [r["runtime_full_flops"] for r in results if r.get("runtime_full_flops")]
     baseline["runtime_full_flops"] = soda_full[0] if soda_full else None
     fit = analysis.step_time_fit([r for r in results if r["kind"] == "soda"])
-    matched = analysis.matched_speedups(results, tuple(f for f in FAMILIES if f != ABLATION), rivals=RIVALS)
+    families = tuple(f for f in FAMILIES if f != ABLATION)
+    matched = analysis.matched_speedups(results, families, rivals=RIVALS, modes=SODA_MODES)
     return {
         "steps": steps,
+        "label": spec.label,
+        "stem": spec.stem,
+        "core": core,
         "sampler": ctx.sampler,
         "scheduler": ctx.scheduler,
         "cfg": ctx.cfg,

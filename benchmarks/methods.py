@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 FULL = "full compute"
 SODA = "SODA"
 CACHE_ONLY = "SODA cache only"
+COMPENSATED = "SODA + compensation"
 SODA_UNIFORM = "SODA uniform schedule"
 ABLATION = "SODA ablation"
 FORA = "FORA (static cache)"
@@ -33,9 +34,22 @@ EASYCACHE = "EasyCache"
 LAZYCACHE = "LazyCache"
 MAGCACHE = peer_caches.MAGCACHE
 TEACACHE = peer_caches.TEACACHE
-FAMILIES = (SODA, CACHE_ONLY, SODA_UNIFORM, ABLATION, FORA, TOCA, EASYCACHE, LAZYCACHE, MAGCACHE, TEACACHE)
+FAMILIES = (
+    SODA,
+    COMPENSATED,
+    CACHE_ONLY,
+    SODA_UNIFORM,
+    ABLATION,
+    FORA,
+    TOCA,
+    EASYCACHE,
+    LAZYCACHE,
+    MAGCACHE,
+    TEACACHE,
+)
 RIVALS = (FORA, TOCA, EASYCACHE, LAZYCACHE, MAGCACHE, TEACACHE)  # what SODA's margin at matched speed is over
-SODA_FAMILIES = (SODA, CACHE_ONLY, SODA_UNIFORM, ABLATION)  # planned by SODA from the profile
+SODA_FAMILIES = (SODA, COMPENSATED, CACHE_ONLY, SODA_UNIFORM, ABLATION)  # planned by SODA from the profile
+SODA_MODES = (SODA, COMPENSATED, CACHE_ONLY)  # what a user picks on the node: SODA's figure is its best of these
 
 
 @dataclass
@@ -95,10 +109,10 @@ def _fixed(model: Any, profile: Any, schedule: Any, name: str, family: str, para
     return Method(name, family, "soda", params, patched, schedule, predicted, notes=list(schedule.notes))
 
 
-def baseline_methods(setting: Setting, model: Any, profile: Any) -> list[Method]:
+def baseline_methods(setting: Setting, model: Any, profile: Any, core: bool = False) -> list[Method]:
     """FORA: a full step every n steps, pure reuse between, at integer intervals and, for speed-ups in between, with
     the fewest evenly spread full steps that reach each of ``uniform_targets`` (its FLOPs, not the profile, decide);
-    ToCa: MLP fresh tokens between full steps (ToCa's FLUX ratios)."""
+    ToCa: MLP fresh tokens between full steps (ToCa's FLUX ratios). ``core``: the integer intervals only."""
     from comfyui_soda.soda_core import baselines
     from comfyui_soda.soda_core.schedule import Schedule
 
@@ -108,6 +122,8 @@ def baseline_methods(setting: Setting, model: Any, profile: Any) -> list[Method]
         for n in setting.fora_intervals
         if n <= profile.steps
     ]
+    if core:
+        return methods
     for t in setting.uniform_targets:
         config = {"target": t, "pruning": False, "anchors": "uniform"}
         methods.append(_planned(model, profile, f"FORA {_x(t)} (evenly spread)", FORA, {}, False, **config))
@@ -119,17 +135,26 @@ def baseline_methods(setting: Setting, model: Any, profile: Any) -> list[Method]
 
 
 def soda_methods(
-    setting: Setting, model: Any, profile: Any, abs_profile: Any | None, skipped: list[dict[str, Any]]
+    setting: Setting,
+    model: Any,
+    profile: Any,
+    abs_profile: Any | None,
+    skipped: list[dict[str, Any]],
+    core: bool = False,
 ) -> list[Method]:
-    """SODA at every target, cache only, evenly spread full steps, and the ablations at ``setting.ablation_target``."""
+    """SODA at every target, with compensation ``auto`` (the forecast the profile prices best per reuse cell),
+    cache only, and (unless ``core``) evenly spread full steps and the ablations at ``setting.ablation_target``."""
     specs: list[tuple[str, str, dict[str, Any], Any, bool, dict[str, Any]]] = []
     for t in setting.targets:
         specs.append((f"SODA {_x(t)}", SODA, {"target": t}, profile, False, {"target": t}))
+    for t in setting.compensated_targets:
+        config = {"target": t, "compensation": "auto"}
+        specs.append((f"SODA {_x(t)} compensation=auto", COMPENSATED, {}, profile, False, config))
     for t in setting.cache_only_targets:
         specs.append((f"SODA cache-only {_x(t)}", CACHE_ONLY, {}, profile, False, {"target": t, "pruning": False}))
-    for t in setting.uniform_targets:
+    for t in () if core else setting.uniform_targets:
         specs.append((f"SODA uniform {_x(t)}", SODA_UNIFORM, {}, profile, False, {"target": t, "anchors": "uniform"}))
-    t = setting.ablation_target
+    t = None if core else setting.ablation_target
     if t is not None:
         ablation = {"target": t}
         specs.append(

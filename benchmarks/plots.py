@@ -8,7 +8,13 @@ from typing import Any
 from .methods import FAMILIES
 
 
-MARKERS = {"SODA": "o", "SODA cache only": "s", "SODA uniform schedule": "X", "SODA ablation": "^"}
+MARKERS = {
+    "SODA": "o",
+    "SODA + compensation": "p",
+    "SODA cache only": "s",
+    "SODA uniform schedule": "X",
+    "SODA ablation": "^",
+}
 MARKERS.update({"FORA (static cache)": "D", "ToCa (token cache)": "*", "EasyCache": "v", "LazyCache": "P"})
 MARKERS.update({"MagCache-like": "h", "TeaCache-like": "<"})
 

@@ -83,11 +83,12 @@ def _matched_section(run: dict[str, Any]) -> list[str]:
         "### At matched speed-up",
         "",
         "PSNR of each method family at the speed-up: its best run within ±5 %, else interpolated (*) between its "
-        "runs on either side; – where the family does not reach it. Margin: SODA minus the best of FORA, ToCa, "
-        "EasyCache, LazyCache, MagCache-like and TeaCache-like.",
+        "runs on either side; – where the family does not reach it. Margin: the best SODA mode a user can pick "
+        "(SODA, with compensation, cache only) minus the best of FORA, ToCa, EasyCache, LazyCache, MagCache-like "
+        "and TeaCache-like; plain: SODA without compensation minus the same.",
         "",
-        "| Speed-up | " + " | ".join(families) + " | SODA margin |",
-        "| --- |" + " ---: |" * (len(families) + 1),
+        "| Speed-up | " + " | ".join(families) + " | SODA margin | plain |",
+        "| --- |" + " ---: |" * (len(families) + 2),
     ]
     for row in rows:
         axis = "wall" if row["axis"] == "speedup_wall" else "FLOPs"
@@ -97,11 +98,12 @@ def _matched_section(run: dict[str, Any]) -> list[str]:
             cells.append(
                 "–" if value is None else f"{value['psnr']:.2f}" + ("*" if value["how"] != "measured" else "")
             )
-        margin = row["soda_margin_db"]
+        margins = [row.get(k) for k in ("soda_margin_db", "soda_plain_margin_db")]
         lines.append(
             f"| {row['speedup']:g}x {axis} | "
             + " | ".join(cells)
-            + f" | {'–' if margin is None else f'{margin:+.2f} dB'} |"
+            + "".join(f" | {'–' if m is None else f'{m:+.2f} dB'}" for m in margins)
+            + " |"
         )
     return lines
 
@@ -195,7 +197,8 @@ def _run_section(run: dict[str, Any]) -> list[str]:
     )
     lines = [
         f"## {steps} steps ({run['sampler']}/{run['scheduler']}, cfg {run['cfg']:g}, seed {run['seed']}, "
-        f"{run['image_tokens']} image + {run['text_tokens']} text tokens)",
+        f"{run['image_tokens']} image + {run['text_tokens']} text tokens)"
+        + (" — core methods" if run.get("core") else ""),
         "",
         f"- Full compute: {_f(base['wall_seconds'])} s median of {len(base['wall_seconds_runs'])} runs "
         f"({', '.join(f'{s:.2f}' for s in base['wall_seconds_runs'])}); {counted / 1e12:.3f} TFLOPs per run "

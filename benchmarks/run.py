@@ -77,8 +77,8 @@ def run_setting(setting: Any, out: Path, command: str) -> dict[str, Any]:
         "runs": [],
         "plots": [],
     }
-    for steps in setting.steps:
-        result["runs"].append(harness.run(setting, built, steps))
+    for spec in setting.runs:
+        result["runs"].append(harness.run(setting, built, spec))
     result["load_end"] = env.load_average()
     result["wall_seconds"] = time.perf_counter() - clock
     result["plots"] = draw(result, out)
@@ -94,7 +94,8 @@ def draw(result: dict[str, Any], out: Path) -> list[str]:
 
     paths = []
     for run in result["runs"]:
-        title, stem = f"{result['setting']}, {run['steps']} steps", f"{result['setting']}_{run['steps']}steps"
+        label, stem = run.get("label", f"{run['steps']} steps"), run.get("stem", f"{run['steps']}steps")
+        title, stem = f"{result['setting']}, {label}", f"{result['setting']}_{stem}"
         paths.append(plots.speedup_psnr(run, title, out / f"{stem}_speedup_psnr.png"))
         paths.append(plots.schedules(run, f"SODA schedules: {title}", out / f"{stem}_schedules.png"))
     return [str(p.relative_to(out)) for p in paths if p is not None]

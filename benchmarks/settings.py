@@ -6,7 +6,8 @@
   quality.
 * ``reference``: the pack's trained reference model (``models/soda_reference_digits.safetensors``, handwritten
   digits) at 20 and 50 steps: 4 timed repeats of a batch of 50 digits (5 of each class), each repeat with new noise,
-  so fidelity, classifier accuracy and the FID-style distance are measured on 200 samples per method;
+  so fidelity, classifier accuracy and the FID-style distance are measured on 200 samples per method; then the core
+  methods at 8 steps and at 20 steps with cfg 3;
 * ``quick`` and ``quick-reference``: a tiny random Flux and the reference model on a few steps and samples, for the
   test suite (well under a minute each), which keeps the harness itself working.
 """
@@ -58,6 +59,26 @@ REFERENCE_MODEL = ROOT / "models" / "soda_reference_digits.safetensors"
 
 
 @dataclass(frozen=True)
+class Run:
+    """One sampling set-up a setting is measured at. ``core``: only SODA (plain, cache only, compensated), FORA's
+    fixed intervals and the step caches users pick (EasyCache, LazyCache, MagCache-like, TeaCache-like): the
+    extra runs (few steps, cfg > 1) that keep ``make bench`` within its hour."""
+
+    steps: int
+    cfg: float | None = None  # None: the setting's
+    core: bool = False
+    repeats: int | None = None  # None: the setting's
+
+    @property
+    def label(self) -> str:
+        return f"{self.steps} steps" + ("" if self.cfg is None else f", cfg {self.cfg:g}")
+
+    @property
+    def stem(self) -> str:
+        return f"{self.steps}steps" + ("" if self.cfg is None else f"_cfg{self.cfg:g}")
+
+
+@dataclass(frozen=True)
 class Setting:
     name: str
     description: str
@@ -86,11 +107,17 @@ class Setting:
     profile_seed: int | None = None  # calibration noise seed (None: the benchmark's seed)
     # MagCache-like / TeaCache-like: one threshold per speed-up, chosen on their calibration run (None: ``targets``)
     peer_targets: tuple[float, ...] | None = None
+    compensated_targets: tuple[float, ...] = ()  # SODA with compensation "auto" (``soda_core.compensation``)
+    extra_runs: tuple[Run, ...] = ()  # measured after ``steps`` (see ``Run``)
     facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def judged(self) -> bool:
         return bool(self.labels)
+
+    @property
+    def runs(self) -> tuple[Run, ...]:
+        return tuple(Run(steps) for steps in self.steps) + self.extra_runs
 
     def with_overrides(self, repeats: int | None = None, targets: tuple[float, ...] | None = None) -> Setting:
         setting = self
@@ -102,6 +129,7 @@ class Setting:
                 targets=targets,
                 cache_only_targets=tuple(t for t in setting.cache_only_targets if t in targets) or targets[:1],
                 uniform_targets=tuple(t for t in setting.uniform_targets if t in targets) or targets[:1],
+                compensated_targets=tuple(t for t in setting.compensated_targets if t in targets),
             )
         return setting
 
@@ -174,6 +202,8 @@ SETTINGS: dict[str, Setting] = {
         lazycache_thresholds=(0.45, 0.9, 1.3),
         repeats=3,
         random_weights=True,
+        peer_targets=(2.0, 3.0),  # the peers and compensation at two speed-ups: their fidelity here is drift only
+        compensated_targets=(2.0, 3.0),
         facts={"unet_config": _params(FLUX160M), "text_tokens": 16},
     ),
     "reference": Setting(
@@ -198,6 +228,8 @@ SETTINGS: dict[str, Setting] = {
         distinct_repeats=True,
         labels=REFERENCE_LABELS,
         profile_seed=10_000,
+        compensated_targets=(1.5, 2.0, 2.5, 3.0, 4.0),
+        extra_runs=(Run(8, core=True), Run(20, cfg=3.0, core=True)),  # few-step sampling; classifier-free guidance
         facts={"labels_per_batch": "5 of each digit", "samples_per_method": 4 * len(REFERENCE_LABELS)},
     ),
     "quick": Setting(
@@ -219,6 +251,8 @@ SETTINGS: dict[str, Setting] = {
         random_weights=True,
         max_distance=4,
         cache_start_percent=0.0,
+        compensated_targets=(2.0,),
+        extra_runs=(Run(4, cfg=2.0, core=True),),
         facts={"unet_config": _params(QUICK_FLUX), "text_tokens": 8},
     ),
     "quick-reference": Setting(
@@ -243,5 +277,6 @@ SETTINGS: dict[str, Setting] = {
         distinct_repeats=True,
         labels=QUICK_LABELS,
         profile_seed=10_000,
+        compensated_targets=(2.0,),
     ),
 }

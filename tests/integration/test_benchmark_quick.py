@@ -17,6 +17,7 @@ NUMBERS = ("wall_seconds", "speedup_wall", "flops", "flops_speedup", "wall_over_
 FIDELITY = ("psnr", "ssim", "rel_l2_latent")
 FAMILIES = {
     "SODA",
+    "SODA + compensation",
     "SODA cache only",
     "SODA uniform schedule",
     "SODA ablation",
@@ -28,6 +29,8 @@ FAMILIES = {
     "TeaCache-like",
 }
 PEERS = ("MagCache-like", "TeaCache-like")
+CORE_COMP = "SODA + compensation"
+RIVALS = {"FORA (static cache)", "ToCa (token cache)", "EasyCache", "LazyCache", *PEERS}
 ABLATIONS = {"prune_attention", "score", "joint_cost"}
 
 
@@ -44,10 +47,13 @@ def _finite(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+CORE = FAMILIES - {"SODA uniform schedule", "SODA ablation", "ToCa (token cache)"}
+
+
 @pytest.mark.parametrize("setting", ["quick", "quick-reference"])
 def test_every_method_reports_finite_numbers(quick, setting):
     _, results = quick
-    (run,) = results[setting]["runs"]
+    run = results[setting]["runs"][0]
     methods = run["methods"]
     assert not run["skipped"]
     assert {m["family"] for m in methods} == FAMILIES
@@ -61,17 +67,41 @@ def test_every_method_reports_finite_numbers(quick, setting):
         assert method["deterministic"] is not False, method["name"]
     assert {row["axis"] for row in run["matched"]} == {"speedup_wall", "flops_speedup"}
     assert any(row["target"].startswith("FLOPs ratio within 3 %") for row in run["targets"])
+    assert any(row["target"].startswith("compensation auto >= none") for row in run["targets"])
+
+
+def test_an_extra_run_measures_the_core_methods_at_its_own_steps_and_cfg(quick):
+    out, results = quick
+    base, extra = results["quick"]["runs"]
+    assert (extra["steps"], extra["cfg"], extra["core"]) == (4, 2.0, True) and base["cfg"] == 1.0
+    assert {m["family"] for m in extra["methods"]} == CORE
+    assert all(m["params"].get("compensation") == "auto" for m in extra["methods"] if m["family"] == CORE_COMP)
+    # every method that skipped work has a finite PSNR (EasyCache may skip none of 4 steps: identical, no PSNR)
+    assert all(_finite(m["fidelity"]["psnr"]) for m in extra["methods"] if m.get("full_steps", 0) < extra["steps"])
+    assert any(p.endswith("quick_4steps_cfg2_speedup_psnr.png") for p in results["quick"]["plots"])
+    assert "## 4 steps (euler/simple, cfg 2, seed 0" in (out / "quick.md").read_text()
+
+
+def test_soda_margin_is_its_best_mode_over_the_best_rival(quick):
+    _, results = quick
+    for row in results["quick"]["runs"][0]["matched"]:
+        own = [v["psnr"] for f, v in row["families"].items() if v and f in ("SODA", CORE_COMP, "SODA cache only")]
+        rivals = [v["psnr"] for f, v in row["families"].items() if v and f in RIVALS]
+        assert (row["best_other"] is None) == (not rivals) and (row["soda_best"] is None) == (not own)
+        if own and rivals:
+            assert row["soda_best"]["psnr"] == max(own) and row["best_other"]["psnr"] == max(rivals)
+            assert row["soda_margin_db"] == pytest.approx(max(own) - max(rivals))
 
 
 def test_same_noise_repeats_are_bit_identical(quick):
     _, results = quick
-    (run,) = results["quick"]["runs"]
+    run = results["quick"]["runs"][0]
     assert all(m["deterministic"] is True for m in run["methods"])
 
 
 def test_reference_setting_judges_every_repeat_with_the_classifier(quick):
     _, results = quick
-    (run,) = results["quick-reference"]["runs"]
+    run = results["quick-reference"]["runs"][0]
     assert run["seeds"] == [0, 1] and run["profile_seed"] not in run["seeds"]
     for method in [run["baseline"], *run["methods"]]:
         assert method["samples"] == 20, method["name"]  # 2 repeats x 10 digits, each repeat its own noise
@@ -86,7 +116,7 @@ def test_reference_setting_judges_every_repeat_with_the_classifier(quick):
 def test_soda_counted_flops_match_the_plan(quick):
     _, results = quick
     for result in results.values():
-        (run,) = result["runs"]
+        run = result["runs"][0]
         soda = [m for m in run["methods"] if m["kind"] == "soda"]
         assert soda
         for method in soda:
@@ -99,7 +129,7 @@ def test_soda_counted_flops_match_the_plan(quick):
 
 def test_baselines_follow_their_schedules(quick):
     _, results = quick
-    (run,) = results["quick"]["runs"]
+    run = results["quick"]["runs"][0]
     by_name = {m["name"]: m for m in run["methods"]}
     assert by_name["FORA every 2"]["anchors"] == [0, 2, 4]
     assert by_name["FORA every 2"]["modules"]["partial"] == 0
@@ -119,7 +149,7 @@ def test_external_caches_skip_steps(quick):
 def test_peer_caches_run_calibrated_thresholds_and_count_their_flops(quick):
     _, results = quick
     for name, result in results.items():
-        (run,) = result["runs"]
+        run = result["runs"][0]
         assert len(run["peer_calibration"]["mag_ratios"]) == run["steps"]
         for family in PEERS:
             rows = [m for m in run["methods"] if m["family"] == family]
