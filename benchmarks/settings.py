@@ -228,7 +228,9 @@ SETTINGS: dict[str, Setting] = {
         distinct_repeats=True,
         labels=REFERENCE_LABELS,
         profile_seed=10_000,
-        compensated_targets=(1.5, 2.0, 2.5, 3.0, 4.0),
+        # forecasts replace some partial recomputes, so a compensated plan lands a little above its target (2x:
+        # 2.13-2.17x): 1.8x and 2.8x give the matched 2x and 3x points a measured neighbour on either side
+        compensated_targets=(1.5, 1.8, 2.0, 2.5, 2.8, 3.0, 4.0),
         extra_runs=(Run(8, core=True), Run(20, cfg=3.0, core=True)),  # few-step sampling; classifier-free guidance
         facts={"labels_per_batch": "5 of each digit", "samples_per_method": 4 * len(REFERENCE_LABELS)},
     ),
