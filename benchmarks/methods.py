@@ -1,5 +1,5 @@
-"""What is compared: full compute; SODA at each target, its ablations (cache only, evenly spread full steps, and
-three open choices); the paper's baselines FORA (static interval cache) and ToCa (token cache) as SODA schedules;
+"""What is compared: full compute; SODA at each target, plain and with compensation ``auto`` (forecasts on reuse
+steps), its ablations (cache only, evenly spread full steps, and three open choices); the paper's baselines FORA (static interval cache) and ToCa (token cache) as SODA schedules;
 ComfyUI core's EasyCache and LazyCache; MagCache-like and TeaCache-like step caches (``benchmarks.peer_caches``).
 
 Every method is a patched clone of the same ModelPatcher, made the way a workflow makes it: SODA and the baselines
