@@ -263,9 +263,7 @@ def run(setting: Setting, built: Built, spec: Run) -> dict[str, Any]:
     soda_full = [r["runtime_full_flops"] for r in results if r.get("runtime_full_flops")]
     baseline["runtime_full_flops"] = soda_full[0] if soda_full else None
     fit = analysis.step_time_fit([r for r in results if r["kind"] == "soda"])
-    families = tuple(f for f in FAMILIES if f != ABLATION)
-    matched = analysis.matched_speedups(results, families, rivals=RIVALS, modes=SODA_MODES)
-    return {
+    record = {
         "steps": steps,
         "label": spec.label,
         "stem": spec.stem,
@@ -300,12 +298,16 @@ def run(setting: Setting, built: Built, spec: Run) -> dict[str, Any]:
         "methods": results,
         "skipped": skipped,
         "step_time_fit": fit,
-        "matched": matched,
-        "targets": analysis.targets(
-            {"methods": results, "baseline": baseline, "profile": {"seconds": profile_seconds}},
-            setting.judged,
-            matched,
-        ),
         "rss_method": PeakRss.method,
         "seconds": time.perf_counter() - started,
     }
+    return assess(record)
+
+
+def assess(run: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``run``'s matched-speed-up table and targets from its measured methods (no sampling: ``--replot``
+    re-derives them from a stored result)."""
+    families = tuple(f for f in FAMILIES if f != ABLATION)
+    run["matched"] = analysis.matched_speedups(run["methods"], families, rivals=RIVALS, modes=SODA_MODES)
+    run["targets"] = analysis.targets(run, bool(run["baseline"].get("judged")), run["matched"])
+    return run

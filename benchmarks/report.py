@@ -254,6 +254,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"start of the run ({result['runs'][0]['rss_method'] if result['runs'] else ''}), median over repeats.",
         "",
     ]
+    across = result.get("across_runs") or []
+    if across:
+        lines += ["## Few steps against 20 steps", "", "| Target | Measured | Met |", "| --- | --- | --- |"]
+        for row in across:
+            met = "–" if row["met"] is None else ("yes" if row["met"] else "**no**")
+            lines.append(f"| {row['target']} | {row['measured']} | {met} |")
+        lines.append("")
     for run in result["runs"]:
         lines += _run_section(run) + [""]
     if result.get("plots"):

@@ -41,7 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--targets", type=str, default=None, help="comma-separated SODA targets, overriding the setting's"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
-    parser.add_argument("--replot", action="store_true", help="only re-draw the plots of the results in --out")
+    parser.add_argument(
+        "--replot", action="store_true", help="re-assess and re-draw the results in --out (no sampling)"
+    )
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -59,7 +61,7 @@ def _configure_logging() -> None:
 
 
 def run_setting(setting: Any, out: Path, command: str) -> dict[str, Any]:
-    from benchmarks import harness, report
+    from benchmarks import analysis, harness, report
 
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     load_start = env.load_average()
@@ -80,6 +82,7 @@ def run_setting(setting: Any, out: Path, command: str) -> dict[str, Any]:
     for spec in setting.runs:
         result["runs"].append(harness.run(setting, built, spec))
     result["load_end"] = env.load_average()
+    result["across_runs"] = analysis.few_step_rows(result["runs"])
     result["wall_seconds"] = time.perf_counter() - clock
     result["plots"] = draw(result, out)
     report.write_json(result, out / f"{setting.name}.json")
@@ -102,13 +105,21 @@ def draw(result: dict[str, Any], out: Path) -> list[str]:
 
 
 def replot(out: Path, names: list[str]) -> None:
-    """Re-draw the plots of results already in ``out`` (no measuring): after a change to the figures only."""
+    """Re-derive the matched-speed-up tables and targets of results already in ``out`` and re-draw their plots and
+    Markdown (no measuring): after a change to the analysis or the figures only."""
+    from benchmarks import analysis, harness, report
+
     for name in names:
         path = out / f"{name}.json"
         if not path.is_file():
             raise SystemExit(f"--replot: {path} does not exist; run the benchmark first.")
-        draw(json.loads(path.read_text()), out)
-        logger.info("bench: re-drew the plots of %s", path)
+        result = json.loads(path.read_text())
+        result["runs"] = [harness.assess(run) for run in result["runs"]]
+        result["across_runs"] = analysis.few_step_rows(result["runs"])
+        result["plots"] = draw(result, out)
+        report.write_json(result, path)
+        report.write_markdown(result, out / f"{name}.md")
+        logger.info("bench: re-assessed and re-drew %s", path)
 
 
 def main(argv: list[str] | None = None) -> int:
