@@ -10,6 +10,7 @@ profile the first run of a setting, accelerate the next ones).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,6 +25,9 @@ from .profiler import ProfileConfig, SensitivityRecorder
 from .runtime import SodaRun, StepObserver
 from .schedule import Schedule
 from .timing_probe import TimeProbe
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,8 @@ class ProfilingSession:
         timed = self.timed
         if timed is not None and timed.timer is not None:
             time_model = timed.timer.result(timed.report.step_seconds, flops)
+            if time_model is not None:
+                logger.info("SODA profiling timed the blocks: %s", time_model.describe(flops))
             profile = dataclasses.replace(profile, time=time_model)
         return only_prunable(profile, last.prunable())
 

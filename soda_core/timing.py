@@ -70,6 +70,16 @@ class TimeModel:
         reuse = float(self.reuse.double().clamp(min=0.0).sum())
         return FlopModel(share * extra[:, None], fixed, per_ratio, self.base + reuse, float(self.record.sum()))
 
+    def describe(self, flops: FlopModel) -> str:
+        """One line for the log: a full and a reuse step in seconds and as shares, wall against FLOPs."""
+        cost = self.cost_model(flops)
+        wall_share = cost.base / cost.step_full if cost.step_full > 0 else math.nan
+        flops_share = flops.base / flops.step_full if flops.step_full > 0 else math.nan
+        return (
+            f"a full model call {cost.step_full:.4g} s, a reuse call {cost.base:.4g} s ({wall_share:.3f} of full in "
+            f"wall time, {flops_share:.3f} in FLOPs; {self.base:.4g} s outside the served blocks)"
+        )
+
     def partial_limit(self) -> Tensor:
         """(L, M) the recompute ratio at which a partial recompute costs as much as computing the module in full
         (0: never cheaper; inf: always cheaper)."""

@@ -19,8 +19,9 @@ their own and no observer, before the real call.
 
 from __future__ import annotations
 
+import math
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,34 +119,45 @@ class TimeProbe:
         started = self._clock()
         cache: Cache = {}
         ones, zeros = dict.fromkeys(call.modules, 1.0), dict.fromkeys(call.modules, 0.0)
-        block = self._median(call.prepare, None, cache, False)
-        record = self._median(call.prepare, ones, cache, True) - block  # fills the cache the others read
-        reuse = self._median(call.prepare, zeros, cache, False)
-        times = _Times(block, reuse, max(record, 0.0))
-        for module in call.modules:
-            ratios = call.effective({**zeros, module: 1.0})
-            times.full[module] = max(self._median(call.prepare, ratios, cache, False) - reuse, 0.0)
+        configs: list[tuple[str, dict[str, float] | None, bool]] = [
+            ("block", None, False),
+            ("record", ones, True),  # first: it fills the cache the others read
+            ("reuse", zeros, False),
+        ]
+        configs += [(f"full:{m}", call.effective({**zeros, m: 1.0}), False) for m in call.modules]
         for module in sorted(call.partial & set(call.modules)):
-            points = []
             for r in self.ratios:
                 ratios = call.effective({**zeros, module: r})
                 if ratios.get(module) == r:  # the program recomputes selected tokens of it at r
-                    points.append((r, self._median(call.prepare, ratios, cache, False) - reuse))
+                    configs.append((f"partial:{module}:{r!r}", ratios, False))
+        seconds = self._medians(call.prepare, configs, cache)
+        block, reuse = seconds["block"], seconds["reuse"]
+        times = _Times(block, reuse, max(seconds["record"] - block, 0.0))
+        for module in call.modules:
+            times.full[module] = max(seconds[f"full:{module}"] - reuse, 0.0)
+            points = [(r, seconds[f"partial:{module}:{r!r}"] - reuse) for r in self.ratios]
+            points = [(r, s) for r, s in points if not math.isnan(s)]
             if len(points) >= 2:
                 times.line[module] = fit_line([r for r, _ in points], [s for _, s in points])
         self._times[kind] = times
         self._probing[self.step] = self._probing.get(self.step, 0.0) + self._clock() - started
 
-    def _median(self, prepare: Prepare, ratios: dict[str, float] | None, cache: Cache, record: bool) -> float:
-        samples = []
-        for _ in range(1 + self.repeats):  # the first is a warm-up
-            run = prepare(ratios, cache, record)
-            self._sync()
-            start = self._clock()
-            run()
-            self._sync()
-            samples.append(self._clock() - start)
-        return median(samples[1:])
+    def _medians(
+        self, prepare: Prepare, configs: list[tuple[str, dict[str, float] | None, bool]], cache: Cache
+    ) -> dict[str, float]:
+        """Median seconds of each configuration over ``repeats`` rounds after a warm-up round; each round runs every
+        configuration once, so a burst of other load on the machine slows all of them, not one."""
+        samples: dict[str, list[float]] = {name: [] for name, _, _ in configs}
+        for _ in range(1 + self.repeats):
+            for name, ratios, record in configs:
+                run = prepare(ratios, cache, record)
+                self._sync()
+                start = self._clock()
+                run()
+                self._sync()
+                samples[name].append(self._clock() - start)
+        timed = {name: median(values[1:]) for name, values in samples.items()}
+        return defaultdict(lambda: math.nan, timed)
 
     # ------------------------------------------------------------------ the result
 
