@@ -25,7 +25,7 @@ from ..soda_core.validation import check_filename_prefix
 from .inputs import ADVANCED, SodaNode, checked, known, memory_limit_input
 from .patching import SodaHook, comfy_version, install, prepare
 from .profile_files import SODA_PROFILES
-from .sockets import CATEGORY, OPERATIONS, compensation_input
+from .sockets import CATEGORY, OPERATIONS, compensation_input, speedup_in_input
 from .text_lines import report_text
 
 
@@ -116,6 +116,7 @@ class SODAAccelerate(SodaNode):
                     "(SODA). cache only: reuse whole modules between the full steps.",
                 ),
                 compensation_input(),
+                speedup_in_input(),
                 memory_limit_input("the profiling run"),
                 io.String.Input(
                     "profile_folder",
@@ -143,6 +144,7 @@ class SODAAccelerate(SodaNode):
         memory_limit_mb: float = 4096.0,
         profile_folder: str = "auto",
         compensation: str = "none",
+        speedup_in: str = "flops",
     ) -> io.NodeOutput:
         served = prepare(model, Granularity.MODULE)
         pruning = OPERATIONS[mode] and served.granularity is Granularity.MODULE
@@ -155,13 +157,18 @@ class SODAAccelerate(SodaNode):
         }
         store = ProfileStore(profile_root(profile_folder))
         policy = AutoPolicy(
-            served.layout, model_identity(model), store, AutoConfig(speedup, pruning, profile, compensation), meta
+            served.layout,
+            model_identity(model),
+            store,
+            AutoConfig(speedup, pruning, profile, compensation, speedup_in),
+            meta,
         )
         patched = model.clone()
         install(patched, SodaHook(served, policy))
         stored = len(list(store.root.glob(f"{policy.model_id[:16]}/*.safetensors")))
         lines = [
-            f"SODA Accelerate: {speedup:g}x transformer FLOPs after one profiling run per setting"
+            f"SODA Accelerate: {speedup:g}x {'wall time' if speedup_in == 'wall' else 'transformer FLOPs'} after one "
+            "profiling run per setting"
             + (f"; reuse steps compensated ({compensation})" if compensation != "none" else ""),
             f"{stored} profile(s) of this model stored in {os.path.join('models', SODA_PROFILES, profile_folder)}",
             *served.family.notes,

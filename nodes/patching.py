@@ -75,7 +75,8 @@ class SodaHook(Shared):
     def start(self, context: RunContext) -> tuple[SodaRun, str]:
         setup = self.policy.begin(context)
         where = f"ComfyUI {comfy_version()}"
-        return SodaRun(self.served, setup.schedule, self.score, setup.observer, self.costs, where), setup.message
+        run = SodaRun(self.served, setup.schedule, self.score, setup.observer, self.costs, where, setup.timer)
+        return run, setup.message
 
 
 def planned(served: ServedModel, schedule_for: Callable[[torch.Tensor], Schedule], **kwargs: Any) -> SodaHook:

@@ -25,3 +25,17 @@ def compensation_input() -> io.Combo.Input:
         "correction fitted on the profiling run (off where the features turn back). auto: per step and module the "
         "one with the least profiled error. Costs 1-2 extra cached outputs per module (said in the run summary).",
     )
+
+
+def speedup_in_input() -> io.Combo.Input:
+    """The ``speedup_in`` input of Plan SODA Schedule and SODA Accelerate (``soda_core.planner_wall``)."""
+    return io.Combo.Input(
+        "speedup_in",
+        options=["flops", "wall"],
+        default="flops",
+        optional=True,
+        tooltip="What the speedup measures. flops: transformer FLOPs (SODA as published; on a CPU the wall time "
+        "gains less, since a step has fixed costs and partial recomputes cost more than their FLOPs). wall: the "
+        "wall time predicted from block times measured while profiling on this device (profiles made before "
+        "this option existed must be measured again).",
+    )

@@ -16,7 +16,7 @@ from .inputs import ADVANCED, SodaNode, checked, known, memory_limit_input
 from .model_patch import SODAModelPatch
 from .plots import schedule_plot, sensitivity_heatmap
 from .profiling import SamplingSettings, profile_model
-from .sockets import CATEGORY, OPERATIONS, SodaPlanSocket, SodaProfile
+from .sockets import CATEGORY, OPERATIONS, SodaPlanSocket, SodaProfile, speedup_in_input
 from .text_lines import report_text
 
 
@@ -217,7 +217,8 @@ class SODAPlanSchedule(SodaNode):
                     min=1.0,
                     max=20.0,
                     step=0.05,
-                    tooltip="Transformer-FLOPs acceleration to reach (2.0 = half the FLOPs). Higher "
+                    tooltip="Acceleration to reach (2.0 = half the transformer FLOPs, or half the wall time with "
+                    "speedup_in wall). Higher "
                     "is faster and drifts further from full compute; 1.5-3 is the useful range.",
                 ),
                 io.Int.Input(
@@ -282,6 +283,7 @@ class SODAPlanSchedule(SodaNode):
                     tooltip="(advanced) Let the step planner count the pruning error where pruning "
                     "beats caching (beyond the paper; see the benchmark).",
                 ),
+                speedup_in_input(),
             ],
             outputs=[
                 SodaPlanSocket.Output(
@@ -290,7 +292,10 @@ class SODAPlanSchedule(SodaNode):
                     "run with other steps, scheduler or denoise.",
                 ),
                 io.Image.Output(display_name="plan", tooltip="Full steps, reuse steps and recompute share."),
-                io.String.Output(display_name="summary", tooltip="Predicted FLOPs speedup, full steps, error."),
+                io.String.Output(
+                    display_name="summary",
+                    tooltip="Predicted speedup (FLOPs, and wall time when planned for it), full steps, error.",
+                ),
             ],
         )
 
@@ -323,8 +328,10 @@ class SODAPlanSchedule(SodaNode):
         ratio_min=0.05,
         ratio_max=0.9,
         joint_cost=False,
+        speedup_in="flops",
     ) -> io.NodeOutput:
         config = PlanConfig(
+            speedup_in=speedup_in,
             target=target_speedup,
             min_full_steps=min_full_steps,
             pruning=pruning,

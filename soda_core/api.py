@@ -21,7 +21,8 @@ from typing import Any, TypeAlias
 import torch
 
 from .compensation import PREDICTORS, check_mode
-from .planner import PlanConfig, plan, reuse_steps
+from .planner import PlanConfig, plan
+from .pricing import reuse_steps
 from .profile import SensitivityProfile
 from .schedule import Schedule
 

@@ -19,7 +19,7 @@ from typing import Any
 from .api import plan_schedule, schedule_for
 from .compensation import check_mode, memory_note
 from .layout import Granularity, ModelLayout
-from .planner import PlanConfig
+from .planner import SPEEDUP_UNITS, PlanConfig
 from .policy import ProfilingSession, RunContext, RunSetup
 from .profiler import ProfileConfig
 from .runtime import SodaRun
@@ -35,9 +35,15 @@ class AutoConfig:
     pruning: bool  # cache and prune (UAS), or cache only
     profile: ProfileConfig
     compensation: str = "none"  # what reuse steps serve (compensation.MODES)
+    speedup_in: str = "flops"  # what ``speedup`` speeds up: transformer FLOPs or measured wall time
 
     def __post_init__(self) -> None:
         check_mode(self.compensation)
+        if self.speedup_in not in SPEEDUP_UNITS:
+            raise ValueError(
+                f"AutoConfig.speedup_in={self.speedup_in!r}: expected one of {SPEEDUP_UNITS}. Fix: use 'flops' "
+                "(transformer FLOPs) or 'wall' (wall time predicted from the profiled block times)."
+            )
 
 
 @dataclass
@@ -80,16 +86,22 @@ class AutoPolicy:
         if found is not None and found.exact and self._unpriced(found.profile):
             warning += "SODA: the stored profile has no predictor errors (an older version made it); profiling again\n"
             found = None
+        if found is not None and found.exact and self.config.speedup_in == "wall" and found.profile.time is None:
+            warning += "SODA: the stored profile has no block times (an older version made it); profiling again\n"
+            found = None
         if found is None:
             session = ProfilingSession(self.layout, self.config.profile)
             self._current = _Current(key, session)
             setup = session.begin(context)
             message = f"SODA: profiling this run at full compute; next runs {self.config.speedup:g}x"
-            return RunSetup(setup.schedule, setup.observer, warning + message)
+            return RunSetup(setup.schedule, setup.observer, warning + message, timer=setup.timer)
         plan = self._plans.get(str(found.path))
         if plan is None:
             config = PlanConfig(
-                self.config.speedup, pruning=self.config.pruning, compensation=self.config.compensation
+                self.config.speedup,
+                pruning=self.config.pruning,
+                compensation=self.config.compensation,
+                speedup_in=self.config.speedup_in,
             )
             plan = self._plans[str(found.path)] = plan_schedule(found.profile, config, prune_attention=False)
         schedule = schedule_for(plan, context.sigmas)

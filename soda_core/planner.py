@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -32,17 +31,20 @@ from .dcs import (
     uniform_anchors,
 )
 from .flops import FlopModel
+from .pricing import anchor_flops, reuse_steps, schedule_flops
 from .profile import SensitivityProfile
 from .profile_checks import absent_modules, error_problems, flop_problems, ratio_problems
 from .schedule import Schedule
 from .uas import UasTable, bisect_largest, build_uas_table, cell_tables, decide
 
 
+__all__ = ["PlanConfig", "anchor_flops", "plan", "reuse_steps", "schedule_flops"]
 BISECTION_STEPS = 40
 FLOPS_MARGIN = 1e-6  # the β search keeps this FLOPs headroom so the float32 ratios a Schedule stores stay in budget
 JOINT_CANDIDATES = 2  # joint_cost re-plans the anchors of this many of the best anchor counts
 JOINT_STEPS = 20  # β halvings of a joint re-plan (each one runs the DP); 2**-20 of the bracket is plenty
 ANCHOR_PLACEMENTS = ("dp", "uniform")
+SPEEDUP_UNITS = ("flops", "wall")
 
 
 def _is_real(value: object) -> bool:
@@ -69,7 +71,9 @@ class PlanConfig:
     ``min(E_c, E_p(r))`` instead of ``E_c`` (beyond the paper); ``anchors`` places the full steps by the DP
     (``"dp"``, SODA's DCS) or evenly (``"uniform"``, the paper's fixed-interval ablation); ``compensation`` serves
     whole-module reuse cells by a forecast (``compensation.MODES``; the DP then prices each cell at the chosen
-    predictor's profiled error, ``compensation_plan``), partially recomputed cells stay plain.
+    predictor's profiled error, ``compensation_plan``), partially recomputed cells stay plain; ``speedup_in``
+    says what ``target`` speeds up: ``"flops"`` transformer FLOPs, ``"wall"`` the wall time the profile's measured
+    ``timing.TimeModel`` predicts (``planner_wall``).
     """
 
     target: float = 2.0
@@ -82,9 +86,15 @@ class PlanConfig:
     joint_cost: bool = False
     anchors: str = "dp"
     compensation: str = "none"
+    speedup_in: str = "flops"
 
     def __post_init__(self) -> None:
         check_mode(self.compensation, "PlanConfig.compensation")
+        _require(
+            self.speedup_in in SPEEDUP_UNITS,
+            f"PlanConfig.speedup_in must be one of {SPEEDUP_UNITS} (what the target speeds up), got "
+            f"{self.speedup_in!r}. Fix: pass speedup_in='flops' (transformer FLOPs) or 'wall' (measured time).",
+        )
         _require(
             not (self.joint_cost and self.compensation != "none"),
             "PlanConfig.joint_cost prices reuse cells at their UAS error without compensation, so it cannot be "
@@ -127,34 +137,6 @@ class PlanConfig:
             not (self.joint_cost and self.anchors != "dp"),
             "PlanConfig.joint_cost re-runs the DP on UAS costs, so it needs anchors='dp'. Fix: drop one of the two.",
         )
-
-
-# --------------------------------------------------------------------------------------------------------- FLOPs
-
-
-def anchor_flops(flops: FlopModel, anchors: Sequence[int], steps: int) -> float:
-    """FLOPs of a schedule that reuses whole modules: an anchor costs ``base + Σ full`` (+ ``record`` when the next
-    step reuses), a reuse step ``base``."""
-    anchor_set = set(anchors)
-    records = sum(1 for a in anchor_set if a + 1 < steps and a + 1 not in anchor_set)
-    return len(anchor_set) * flops.step_full + records * flops.record + (steps - len(anchor_set)) * flops.base
-
-
-def schedule_flops(flops: FlopModel, anchors: Sequence[int], recompute: torch.Tensor) -> float:
-    """``Σ_t FLOPs(t)``: ``anchor_flops`` plus ``Σ_{l,m} flops.partial(recompute[t, l, m])`` on every reuse step."""
-    reuse = torch.ones(recompute.shape[0], dtype=torch.bool)
-    reuse[list(anchors)] = False
-    partial = flops.partial(recompute[reuse].double())  # (n_reuse, L, M)
-    return anchor_flops(flops, anchors, recompute.shape[0]) + float(partial.sum())
-
-
-def reuse_steps(anchors: Sequence[int], steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reuse steps (n,) and their distances to the last anchor before them (n,)."""
-    index = torch.arange(steps)
-    is_anchor = torch.zeros(steps, dtype=torch.bool)
-    is_anchor[list(anchors)] = True
-    last = torch.cummax(torch.where(is_anchor, index, 0), dim=0).values  # (T,)
-    return index[~is_anchor], (index - last)[~is_anchor]
 
 
 @dataclass(frozen=True)
@@ -294,6 +276,10 @@ def plan(profile: SensitivityProfile, config: PlanConfig) -> Schedule:
     FLOPs ratio meets the target, the DP places the anchors and β takes the remaining budget; the ``(N_a, β)`` with
     the least predicted error wins (ties: more anchors). Raises ``ValueError`` when no ``N_a`` meets the target.
     """
+    if config.speedup_in == "wall":
+        from .planner_wall import plan_wall
+
+        return plan_wall(profile, config)
     steps, notes = profile.steps, list[str]()
     _check_profile(profile, config.pruning and profile.has_prune_error)
     longest = _longest_interval(config, profile.max_distance, notes)

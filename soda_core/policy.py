@@ -10,6 +10,7 @@ profile the first run of a setting, accelerate the next ones).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,6 +24,10 @@ from .profile import SensitivityProfile
 from .profiler import ProfileConfig, SensitivityRecorder
 from .runtime import SodaRun, StepObserver
 from .schedule import Schedule
+from .timing_probe import TimeProbe
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class RunSetup:
     schedule: Schedule
     observer: StepObserver | None = None
     message: str = ""  # what the user should see about this run (shown where ComfyUI shows a node's progress)
+    timer: TimeProbe | None = None  # profiling: times the blocks (timing_probe)
 
 
 class RunPolicy(Protocol):
@@ -118,6 +124,8 @@ class ProfilingSession:
     recorder: SensitivityRecorder | None = None
     sigmas: torch.Tensor | None = None
     runs: list[SodaRun] = field(default_factory=list)
+    timer: TimeProbe | None = None  # of the first run, which times the blocks
+    timed: SodaRun | None = None
 
     def begin(self, context: RunContext) -> RunSetup:
         sigmas = context.sigmas
@@ -126,11 +134,16 @@ class ProfilingSession:
         elif self.sigmas is None or not torch.equal(self.sigmas, sigmas):
             raise RuntimeError("SODA profiling: calibration runs sampled on different sigmas.")
         self.recorder.new_run()
-        return RunSetup(Schedule.full_compute(self.layout, sigmas), self.recorder.observe)
+        timer = None
+        if self.timed is None and self.config.time_repeats:
+            timer = self.timer = TimeProbe(self.layout, step=1, repeats=self.config.time_repeats)
+        return RunSetup(Schedule.full_compute(self.layout, sigmas), self.recorder.observe, timer=timer)
 
     def end(self, run: SodaRun, completed: bool) -> str:
         if completed:
             self.runs.append(run)
+            if run.timer is not None and run.timer.measured:
+                self.timed = run
         return ""
 
     def profile(self, meta: dict[str, Any]) -> SensitivityProfile:
@@ -142,7 +155,14 @@ class ProfilingSession:
             )
         last = self.runs[-1]
         meta = {**meta, "image_tokens": last.tokens.image, "text_tokens": last.tokens.text}
-        profile = self.recorder.result(self.sigmas, last.flop_model(), meta)
+        flops = last.flop_model()
+        profile = self.recorder.result(self.sigmas, flops, meta)
+        timed = self.timed
+        if timed is not None and timed.timer is not None:
+            time_model = timed.timer.result(timed.report.step_seconds, flops)
+            if time_model is not None:
+                logger.info("SODA profiling timed the blocks: %s", time_model.describe(flops))
+            profile = dataclasses.replace(profile, time=time_model)
         return only_prunable(profile, last.prunable())
 
 

@@ -10,7 +10,9 @@ Shapes, with T sampling steps, L layers, M modules per layer, K reuse distances 
   * ``forecast_error[i, t, l, m, k-1, p-1]`` (3, T, L, M, K, K): the error of predictor ``compensation.MEASURED[i]``
     (taylor1, taylor2, goc) at distance k from an anchor that is p steps after the anchor before it, and
     ``forecast_weight[t, l, m, k-1, p-1]`` GOC's fitted coefficient there (``compensation_fit``); NaN where not
-    measured, both empty in profiles without them (older files, resampled profiles).
+    measured, both empty in profiles without them (older files, resampled profiles);
+  * ``time``: the ``timing.TimeModel`` measured on the profiling device, which planning for a wall-time speed-up
+    needs (None in files written before it existed, or when the run was too short to time).
 
 A profile is stored as one ``.safetensors`` file: the tensors above plus the FLOP model, and JSON metadata (layout,
 sigmas, model family, sampler, measured-on shapes, pack version).
@@ -28,6 +30,7 @@ import torch
 from .flops import FlopModel
 from .layout import ModelLayout
 from .profile_checks import check_profile, sigma_problems
+from .timing import TimeModel
 
 
 FORMAT_VERSION = 1
@@ -44,6 +47,7 @@ class SensitivityProfile:
     meta: dict[str, Any] = field(default_factory=dict)
     forecast_error: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (3, T, L, M, K, K) or empty
     forecast_weight: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (T, L, M, K, K) or empty
+    time: TimeModel | None = None  # measured seconds on the profiling device (``timing``); None in older files
 
     def __post_init__(self) -> None:
         check_profile(self)  # raises ProfileProblems (a ValueError) listing every rule the values break

@@ -51,6 +51,8 @@ def check_profile(profile: SensitivityProfile) -> None:
         if profile.has_prune_error:
             problems += error_problems("prune_error", profile.prune_error, absent, profile.layout.modules, True)
         problems += forecast_problems(profile)
+        if profile.time is not None:
+            problems += profile.time.problems(profile.layout.num_layers, profile.layout.num_modules)
     if not isinstance(profile.meta, dict) or not all(isinstance(k, str) for k in profile.meta):
         problems.append(f"meta must be a dict with str keys, got {type(profile.meta).__name__}")
     if problems:

@@ -24,6 +24,7 @@ from .flops import FlopModel
 from .layout import BlockRef, Granularity, ModelLayout
 from .profile import FORMAT_VERSION, SensitivityProfile
 from .profile_checks import ProfileProblems
+from .timing import TIME_KEYS, TimeModel
 from .tokens import TokenScore
 
 
@@ -40,9 +41,14 @@ TENSORS = {  # key -> (safetensors dtype, torch dtype, number of dimensions)
     "flops.per_ratio": ("F64", torch.float64, 2),
     "flops.scalars": ("F64", torch.float64, 1),
 }
-OPTIONAL = {  # tensors of newer profiles; a file without them has no predictor errors (compensation)
+OPTIONAL = {  # tensors of newer profiles; a file without them has no predictor errors (compensation) / no times
     "forecast_error": ("F32", torch.float32, 6),
     "forecast_weight": ("F32", torch.float32, 5),
+    "time.full": ("F64", torch.float64, 2),
+    "time.fixed": ("F64", torch.float64, 2),
+    "time.per_ratio": ("F64", torch.float64, 2),
+    "time.layers": ("F64", torch.float64, 2),
+    "time.scalars": ("F64", torch.float64, 1),
 }
 
 
@@ -72,6 +78,8 @@ def save_profile(profile: SensitivityProfile, path: str | Path) -> None:
     if profile.has_forecasts:
         tensors["forecast_error"] = profile.forecast_error.float().contiguous()
         tensors["forecast_weight"] = profile.forecast_weight.float().contiguous()
+    if profile.time is not None:
+        tensors.update({k: v.double().clone() for k, v in profile.time.to_tensors().items()})  # own storage
     metadata = {
         VERSION_KEY: str(FORMAT_VERSION),
         LAYOUT_KEY: json.dumps(profile.layout.to_json()),
@@ -199,6 +207,7 @@ def _profile(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Sens
     base, record = (float(v) for v in scalars.tolist())
     flops = FlopModel(tensors["flops.full"], tensors["flops.fixed"], tensors["flops.per_ratio"], base, record)
     return SensitivityProfile(
+        time=_time_model(tensors),
         layout=_layout(metadata[LAYOUT_KEY]),
         sigmas=tensors["sigmas"],
         cache_error=tensors["cache_error"],
@@ -206,8 +215,22 @@ def _profile(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Sens
         prune_ratios=tensors["prune_ratios"],
         flops=flops,
         meta=_meta(metadata[META_KEY]),
-        **{key: tensors[key] for key in OPTIONAL if key in tensors},
+        **{key: tensors[key] for key in ("forecast_error", "forecast_weight") if key in tensors},
     )
+
+
+def _time_model(tensors: dict[str, torch.Tensor]) -> TimeModel | None:
+    """The time model of a file that has one (all of ``TIME_KEYS``), None for a file without (older versions)."""
+    present = [key for key in TIME_KEYS if key in tensors]
+    if not present:
+        return None
+    if len(present) != len(TIME_KEYS):
+        missing = next(key for key in TIME_KEYS if key not in tensors)
+        raise _Refused(missing, f"is missing, expected it with {', '.join(present)} (a time model is all of them)")
+    try:
+        return TimeModel.from_tensors(tensors)
+    except ValueError as error:
+        raise _Refused("time.layers", str(error)) from None
 
 
 def _json(key: str, text: str) -> Any:

@@ -72,6 +72,7 @@ class ProfileConfig:
     half_precision_ring: bool | None = None  # exact mode: None = half precision on the host when on a GPU
     sketch_dim: int = 64  # d numbers kept per token (seeded random projection); 0 = keep outputs whole (exact)
     sketch_seed: int = 0  # seed of the projections (one per output width)
+    time_repeats: int = 3  # timed calls per block configuration for the profile's TimeModel (timing); 0: not timed
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_distance <= 32:
@@ -89,6 +90,12 @@ class ProfileConfig:
             )
         if isinstance(self.sketch_seed, bool) or not isinstance(self.sketch_seed, int) or self.sketch_seed < 0:
             raise ValueError(f"sketch_seed={self.sketch_seed!r}: expected a non-negative integer, e.g. 0.")
+        repeats = self.time_repeats
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or not 0 <= repeats <= 100:
+            raise ValueError(
+                f"time_repeats={repeats!r}: expected an integer from 0 (do not time the blocks; the profile then "
+                "cannot plan for wall time) to 100. Fix: use 3, the default."
+            )
 
 
 @dataclass

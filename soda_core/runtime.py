@@ -30,6 +30,7 @@ from .flops import FlopModel
 from .layout import BLOCK_MODULES, Granularity
 from .run_report import RunReport, step_of_sigma
 from .schedule import Schedule
+from .timing_probe import ProbeCall, TimeProbe
 from .tokens import TokenLayout, TokenScore, token_count
 
 
@@ -72,8 +73,10 @@ class SodaRun:
         observer: StepObserver | None = None,
         costs: CostBook | None = None,
         where: str = "this ComfyUI",
+        timer: TimeProbe | None = None,
     ) -> None:
         self.served, self.schedule, self.score, self.observer = served, schedule, score, observer
+        self.timer = timer  # profiling: times the blocks for the profile's TimeModel (timing_probe)
         self.where = where  # e.g. "ComfyUI 0.33.0", for warnings
         self.costs = costs if costs is not None else CostBook()
         self.ledger = FlopLedger(self.costs.ledger_blocks, self.costs.calls)
@@ -131,6 +134,8 @@ class SodaRun:
             step, (*identity, occurrence), shape, self.served.image_tokens(x.shape), context_tokens, groups
         )
         self.report.model_calls += 1
+        if self.timer is not None:
+            self.timer.called(step)
 
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:
@@ -207,6 +212,10 @@ class SodaRun:
             step.cache = compensator.served(history, cache, call.step, cells, partial_entries(step.ratios, program))
         step.observe = self._observer_for(layer, call, program, occurrence, step)
         plain = all(r >= 1.0 for r in step.ratios.values()) and not step.record and step.observe is None
+        timer = self.timer
+        if timer is not None and costs is not None and self._counter is None:
+            self._time(timer, layer, program, verdict, block_call, tokens, shape_key)
+        started = timer.clock() if timer is not None else 0.0
         if costs is None:
             with FlopCounterMode(display=False) as counter:
                 step.meter = FlopMeter(counter.get_total_flops)
@@ -222,6 +231,8 @@ class SodaRun:
             self.costs.ledger_blocks[shape_key] = costs
         if costs is not None:
             self.ledger.count_block(costs, self._counted(step.ratios, program))
+        if timer is not None:
+            timer.spent(call.step, timer.clock() - started)
         return out
 
     def tap(
@@ -313,6 +324,35 @@ class SodaRun:
                 costs.base,
             )
         return costs
+
+    def _time(
+        self,
+        timer: TimeProbe,
+        layer: int,
+        program: Any,
+        verdict: Verdict,
+        block_call: BlockCall,
+        tokens: dict[str, TokenLayout],
+        shape: tuple[int, tuple[int, ...]],
+    ) -> None:
+        """Time this block call's configurations on copies of its inputs, if the probe wants this one."""
+        call = self._call
+        kind = (self.schedule.layout.blocks[layer].kind, shape[1])
+        if call is None or not timer.wants(call.step, layer, kind, program.modules):
+            return
+
+        def prepare(ratios: dict[str, float] | None, cache: Cache, record: bool) -> Callable[[], Any]:
+            clone = block_call.cloned()
+            if ratios is None:
+                return clone.run
+            step = self._step(layer, ratios, cache, tokens, record)
+            return lambda: self.run_program(program, step, clone)
+
+        inputs = list(block_call.inputs().values())
+        device = inputs[0].device if inputs else torch.device("cpu")
+        timer.probe(
+            kind, ProbeCall(program.modules, program.partial - verdict.no_partial, program.effective, prepare, device)
+        )
 
     def _miss(self) -> None:
         self.report.cache_misses += 1

@@ -32,6 +32,7 @@ class Schedule:
     # per cell on reuse steps: predictor code (compensation.PREDICTORS; 0 = plain reuse) and GOC's coefficient
     compensation: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int8))  # (T, L, M) or empty
     weights: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (T, L, M) float32 or empty
+    predicted_wall_ratio: float | None = None  # planned for wall time: the profile's TimeModel's speed-up
 
     def __post_init__(self) -> None:
         steps = self.sigmas.numel() - 1
@@ -119,7 +120,10 @@ class Schedule:
             f"full steps: {len(self.anchors)} (steps {', '.join(str(a) for a in self.anchors)})",
             f"reused steps: {int(reused.sum())}"
             + (f" (tokens partly recomputed on {int(partial.sum())} of them)" if bool(partial.any()) else ""),
-            f"predicted speedup: {self.predicted_flops_ratio:.2f}x (transformer FLOPs)",
+            f"predicted speedup: {self.predicted_flops_ratio:.2f}x (transformer FLOPs)"
+            if self.predicted_wall_ratio is None
+            else f"predicted speedup: {self.predicted_wall_ratio:.2f}x wall time (measured block times), "
+            f"{self.predicted_flops_ratio:.2f}x transformer FLOPs",
             f"predicted error: {self.predicted_error:.4f} (summed sensitivity)",
             *self.notes,
         ]
@@ -140,6 +144,7 @@ class Schedule:
             "config": self.config,
             "compensation": self.compensation.tolist(),
             "weights": self.weights.tolist(),
+            **({} if self.predicted_wall_ratio is None else {"predicted_wall_ratio": self.predicted_wall_ratio}),
         }
 
     @classmethod
@@ -155,6 +160,9 @@ class Schedule:
             config=dict(data.get("config", {})),
             compensation=torch.tensor(data.get("compensation", []), dtype=torch.int8),
             weights=torch.tensor(data.get("weights", []), dtype=torch.float32),
+            predicted_wall_ratio=None
+            if data.get("predicted_wall_ratio") is None
+            else float(data["predicted_wall_ratio"]),
         )
 
     def dumps(self) -> str:

@@ -124,6 +124,7 @@ BAD = [
     ("SODAPlanSchedule", "lam", math.inf, ("lam=inf",)),
     ("SODAPlanSchedule", "ratio_min", 0.0, ("ratio_min=0.0",)),
     ("SODAPlanSchedule", "ratio_min", 0.8, ("ratio_min=0.8 is above ratio_max=0.5", "Fix")),
+    ("SODAPlanSchedule", "speedup_in", "seconds", ("speedup_in='seconds'", "'flops'", "'wall'")),
     (
         "SODASaveProfile",
         "filename_prefix",
@@ -165,6 +166,8 @@ def test_good_prompts_pass_validation(validate, node):
     optional = {"calibration_runs": 2, "max_distance": 4, "token_score": "abs_mean", "memory_limit_mb": 64.0}
     if node == "SODAProfileSensitivity":
         assert validate(node, {**PROFILE_INPUTS, **optional, "sampler_name": "heun", "denoise": 0.5})[0]
+    if node == "SODAPlanSchedule":
+        assert validate(node, {**PLAN_INPUTS, "speedup_in": "wall"})[0]
 
 
 # --------------------------------------------------------------------------------------------- execute checks too
