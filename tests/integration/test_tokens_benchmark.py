@@ -16,7 +16,7 @@ def test_quick_tokens_benchmark_compares_pruning_with_cache_only(comfy, tmp_path
     from benchmarks.tokens import main
 
     out = tmp_path / "tokens.json"
-    assert main(["--quick", "--out", str(out)]) == 0
+    assert main(["--quick", "--threads", "1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["model"] == "digits32" and result["image_tokens"] == 256 and result["samples"] == 10
     assert [(r["target"], r["pruning"]) for r in result["rows"]] == [(2.0, False), (2.0, True)]
