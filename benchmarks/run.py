@@ -1,7 +1,7 @@
 """`make bench`: SODA against full compute, FORA, ToCa, EasyCache, LazyCache, MagCache-like and TeaCache-like, in one
 command.
 
-    python benchmarks/run.py [--setting flux160m|reference|all] [--quick] [--repeats N] [--targets 1.5,2]
+    python benchmarks/run.py [--setting flux160m|reference|digits32|all] [--quick] [--repeats N] [--targets 1.5,2]
                              [--out benchmarks/results] [--replot]
 
 Writes ``<out>/<setting>.json``, ``<out>/<setting>.md`` and PNG plots; logs progress to stderr. ``--quick`` runs a
@@ -34,7 +34,7 @@ DEFAULT_OUT = env.ROOT / "benchmarks" / "results"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--setting", choices=["flux160m", "reference", "all"], default="all")
+    parser.add_argument("--setting", choices=["flux160m", "reference", "digits32", "all"], default="all")
     parser.add_argument("--quick", action="store_true", help="tiny Flux and reference model, 6 steps (~1 min)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per method (default: per setting)")
     parser.add_argument(

@@ -8,6 +8,10 @@
   digits) at 20 and 50 steps: 4 timed repeats of a batch of 50 digits (5 of each class), each repeat with new noise,
   so fidelity, classifier accuracy and the FID-style distance are measured on 200 samples per method; then the core
   methods at 8 steps and at 20 steps with cfg 3;
+* ``digits32``: the second trained reference model (``models/soda_reference_digits32.safetensors``: digits at
+  random positions on a 32x32 latent of paper, 256 image tokens, most of them static paper: where token recompute
+  can matter) at 20 steps: 4 repeats of a batch of 30 digits (3 of each class), new noise each = 120 samples per
+  method, with fewer baselines than ``reference`` so its run should stay near ten minutes (estimated, not run);
 * ``quick`` and ``quick-reference``: a tiny random Flux and the reference model on a few steps and samples, for the
   test suite (well under a minute each), which keeps the harness itself working.
 """
@@ -56,6 +60,7 @@ QUICK_FLUX = {
     "vec_in_dim": 32,
 }
 REFERENCE_MODEL = ROOT / "models" / "soda_reference_digits.safetensors"
+DIGITS32_MODEL = ROOT / "models" / "soda_reference_digits32.safetensors"
 
 
 @dataclass(frozen=True)
@@ -154,11 +159,11 @@ def _build_random_flux(config: dict[str, Any], text_tokens: int) -> Callable[[],
     return build
 
 
-def _build_reference(labels: tuple[int, ...]) -> Callable[[], Built]:
+def _build_reference(labels: tuple[int, ...], path: Any = REFERENCE_MODEL) -> Callable[[], Built]:
     def build() -> Built:
         from comfyui_soda.nodes.reference_model import encode_captions, load_reference_model
 
-        model = load_reference_model(REFERENCE_MODEL)
+        model = load_reference_model(path)
         config, classes = model.model.model_config.unet_config, model.model.soda_classes
         widths = config["context_in_dim"], config["vec_in_dim"]
         positive = encode_captions([classes[c] for c in labels], *widths)  # one caption per batch row
@@ -170,6 +175,7 @@ def _build_reference(labels: tuple[int, ...]) -> Callable[[], Built]:
 
 REFERENCE_LABELS = tuple(c % 10 for c in range(50))  # 5 of each digit per batch
 QUICK_LABELS = tuple(range(10))
+DIGITS32_LABELS = tuple(c % 10 for c in range(30))  # 3 of each digit per batch
 
 
 def _params(config: dict[str, Any]) -> dict[str, Any]:
@@ -233,6 +239,33 @@ SETTINGS: dict[str, Setting] = {
         compensated_targets=(1.5, 1.8, 2.0, 2.5, 2.8, 3.0, 4.0),
         extra_runs=(Run(8, core=True), Run(20, cfg=3.0, core=True)),  # few-step sampling; classifier-free guidance
         facts={"labels_per_batch": "5 of each digit", "samples_per_method": 4 * len(REFERENCE_LABELS)},
+    ),
+    "digits32": Setting(
+        name="digits32",
+        description="The second trained reference model (models/soda_reference_digits32.safetensors: the "
+        "reference architecture fine-tuned on digits at random positions on a 32x32 latent of paper), conditioned "
+        "by class captions; latent 30x16x32x32 (256 image + 2 text tokens per sample), 4 repeats with new noise = "
+        "120 samples per method; euler/simple, cfg 1.0",
+        build=_build_reference(DIGITS32_LABELS, DIGITS32_MODEL),
+        steps=(20,),
+        latent_shape=(len(DIGITS32_LABELS), 16, 32, 32),
+        targets=(1.5, 2.0, 2.5, 3.0, 4.0),
+        cache_only_targets=(1.5, 2.0, 2.5, 3.0, 4.0),
+        uniform_targets=(2.0, 3.0),
+        fora_intervals=(2, 3, 4),
+        toca_intervals=(2, 4, 8),
+        ablation_target=2.0,
+        # from a probe of this model (10 digits, 20 steps, node defaults 0.15-0.95): EasyCache skips 6, 7, 9, 11 of
+        # 20 steps (0.4: 9 again), LazyCache 10, 11, 12 (0.1: 10 again, 0.5: 12 again)
+        easycache_thresholds=(0.05, 0.1, 0.2, 0.8),
+        lazycache_thresholds=(0.05, 0.2, 0.3),
+        repeats=4,
+        random_weights=False,
+        distinct_repeats=True,
+        labels=DIGITS32_LABELS,
+        profile_seed=10_000,
+        compensated_targets=(1.5, 2.0, 3.0),
+        facts={"labels_per_batch": "3 of each digit", "samples_per_method": 4 * len(DIGITS32_LABELS)},
     ),
     "quick": Setting(
         name="quick",

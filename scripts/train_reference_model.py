@@ -1,8 +1,10 @@
-"""Train the pack's reference model and the classifier that judges it (the embedded default of the demo).
+"""Train a reference model and the classifier that judges it (``digits16``: the embedded default of the demo).
 
-    .venv/bin/python scripts/train_reference_model.py [--iterations N] [--quick] [--check]
+    .venv/bin/python scripts/train_reference_model.py [--model digits16|digits32] [--iterations N] [--quick]
+                                                      [--check]
 
-What it makes, from scikit-learn's bundled digits (``benchmarks/digits.py``: 16x16 gray digits and their latents):
+What it makes for ``--model digits16`` (the default), from scikit-learn's bundled digits (``benchmarks/digits.py``:
+16x16 gray digits and their latents):
 
 * ``models/soda_reference_digits.safetensors``: a conditional Flux-architecture DiT built from ComfyUI's own classes
   (``comfy.supported_models.Flux``; hidden 128, 2 heads, 2 double + 4 single blocks), trained by rectified flow on
@@ -14,6 +16,10 @@ What it makes, from scikit-learn's bundled digits (``benchmarks/digits.py``: 16x
 * ``benchmarks/results/reference_training.json`` (figures) and ``docs/images/reference_samples.png`` (a grid of
   samples): the saved model is loaded back with the pack's loader and samples ``--eval-samples`` digits through
   ``comfy.sample.sample`` at full compute (20 steps euler/simple, cfg 1.0 and 1.5), which the classifier judges.
+
+``--model digits32`` makes the same kinds of files (names in ``scripts/reference_variants.py``) for the digits at
+random positions on a 32x32 latent of paper (256 image tokens, most of them static paper), and its classifier for
+32x32 images (global max pooling over positions).
 
 Training goes through ComfyUI's own Flux forward; the tensors autograd saves are copied as they are saved, so the
 blocks' in-place adds do not break the backward pass (``autograd_safe``). Fixed seed and
@@ -28,11 +34,14 @@ import hashlib
 import json
 import logging
 import math
+import shlex
 import struct
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from reference_variants import VARIANTS, Variant
 
 from comfy_env import ROOT, import_comfy, register_pack
 
@@ -41,27 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 logger = logging.getLogger("train_reference_model")
 
-MODEL_FILE = ROOT / "models" / "soda_reference_digits.safetensors"
-REPORT_FILE = ROOT / "benchmarks" / "results" / "reference_training.json"
-GRID_FILE = ROOT / "docs" / "images" / "reference_samples.png"
 MAX_BYTES = 25 * 1000 * 1000
-UNET_CONFIG: dict[str, Any] = {
-    "image_model": "flux",
-    "in_channels": 16,
-    "out_channels": 16,
-    "vec_in_dim": 64,
-    "context_in_dim": 64,
-    "hidden_size": 128,
-    "mlp_ratio": 4.0,
-    "num_heads": 2,
-    "depth": 2,
-    "depth_single_blocks": 4,
-    "axes_dim": [16, 24, 24],
-    "theta": 10000,
-    "patch_size": 2,
-    "qkv_bias": True,
-    "guidance_embed": False,
-}
 ZERO_INIT = ("img_mod.lin", "txt_mod.lin", "modulation.lin", "final_layer")  # adaLN-Zero: every block starts as x
 EVAL = {"steps": 20, "sampler": "euler", "scheduler": "simple", "seed": 1000}
 EVAL_CFGS = (1.0, 1.5)  # the grid shows the first
@@ -70,9 +59,10 @@ EMA_DECAY = 0.999
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iterations", type=int, default=4000, help="generator training steps (default 4000)")
-    parser.add_argument("--batch", type=int, default=64, help="generator batch size")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW, cosine decay)")
+    parser.add_argument("--model", choices=sorted(VARIANTS), default="digits16", help="which reference model")
+    parser.add_argument("--iterations", type=int, default=None, help="generator training steps (default: model's)")
+    parser.add_argument("--batch", type=int, default=None, help="generator batch size (default: the model's)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW, cosine; default: model's)")
     parser.add_argument("--classifier-epochs", type=int, default=60)
     parser.add_argument("--eval-samples", type=int, default=200, help="samples judged at the end (multiple of 10)")
     parser.add_argument("--seed", type=int, default=0)
@@ -81,6 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="5 iterations, 20 samples, into --out (tests)")
     parser.add_argument("--check", action="store_true", help="retrain and compare with the files on disk")
     args = parser.parse_args(argv)
+    variant = VARIANTS[args.model]
+    args.iterations = variant.iterations if args.iterations is None else args.iterations
+    args.batch = variant.batch if args.batch is None else args.batch
+    args.lr = variant.lr if args.lr is None else args.lr
     if args.quick:
         args.iterations, args.classifier_epochs, args.eval_samples = 5, 1, 20
     if args.iterations < 1 or args.batch < 1 or args.eval_samples < 10 or args.eval_samples % 10:
@@ -112,13 +106,13 @@ def check_denoising(model: Any, x: Any, sigma: Any, context: Any, pooled: Any) -
         raise RuntimeError("ComfyUI's Flux no longer denoises as x - sigma * v; the training target would be wrong")
 
 
-def build_model(seed: int) -> Any:
+def build_model(config: dict[str, Any], seed: int) -> Any:
     """The Flux model (``comfy.model_base.Flux``) with seeded weights and adaLN-Zero modulation / final layer."""
     import torch
 
     from comfyui_soda.nodes.reference_model import build_flux_patcher
 
-    model = build_flux_patcher(UNET_CONFIG, seed).model
+    model = build_flux_patcher(config, seed).model
     with torch.no_grad():
         for name, parameter in model.diffusion_model.named_parameters():
             if any(part in name for part in ZERO_INIT) and not name.endswith("norm.weight"):
@@ -126,23 +120,36 @@ def build_model(seed: int) -> Any:
     return model
 
 
-def train_classifier(args: argparse.Namespace, gray: Any, labels: Any) -> tuple[Any, dict[str, Any]]:
-    """The digits classifier on a fixed 80 % of the data (random shifts, light noise), judged on the other 20 %."""
+def load_init(model: Any, variant: Variant) -> None:
+    """Start from ``variant.init``'s shipped weights (float16 on disk, trained as float32)."""
     import torch
+    from safetensors.torch import load_file
 
-    from benchmarks.digits import DigitClassifier, shift
+    path = VARIANTS[variant.init].model_file if variant.init else None
+    if path is None:
+        return
+    if not path.is_file():
+        raise SystemExit(f"error: {variant.name} starts from {path}, which is missing (train --model {variant.init})")
+    model.diffusion_model.load_state_dict({k: v.to(torch.float32) for k, v in load_file(str(path)).items()})
+    logger.info("generator: starting from %s", path.relative_to(ROOT))
+
+
+def train_classifier(args: argparse.Namespace, canvas: Any, gray: Any, labels: Any) -> tuple[Any, dict[str, Any]]:
+    """The digits classifier on a fixed 80 % of the data (the canvas's shifts or placements, light noise), judged
+    on the other 20 % (as the canvas shows real digits)."""
+    import torch
 
     generator = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(labels), generator=generator)
     split = int(0.8 * len(labels))
     train, test = order[:split], order[split:]
     torch.manual_seed(args.seed)  # PyTorch's default initialisation draws from the global generator
-    model = DigitClassifier()
+    model = canvas.classifier()
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.classifier_epochs * math.ceil(split / 128))
     for _epoch in range(args.classifier_epochs):
         for batch in torch.randperm(split, generator=generator).split(128):
-            images = shift(gray[train[batch]], generator)
+            images = canvas.augment(gray[train[batch]], generator)
             images = (images + 0.05 * torch.randn(images.shape, generator=generator)).clamp(0, 1)
             loss = torch.nn.functional.cross_entropy(model(images), labels[train[batch]])
             optimizer.zero_grad()
@@ -151,7 +158,7 @@ def train_classifier(args: argparse.Namespace, gray: Any, labels: Any) -> tuple[
             schedule.step()
     model.eval()
     with torch.no_grad():
-        accuracy = float((model(gray[test]).argmax(-1) == labels[test]).float().mean())
+        accuracy = float((model(canvas.real(gray[test])).argmax(-1) == labels[test]).float().mean())
     logger.info("classifier: held-out accuracy %.2f %% on %d real digits", 100 * accuracy, len(test))
     return model, {"held_out_accuracy": accuracy, "held_out": len(test), "trained_on": split}
 
@@ -164,22 +171,23 @@ def lr_at(args: argparse.Namespace, step: int) -> float:
     return args.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_generator(args: argparse.Namespace, model: Any, gray: Any, labels: Any) -> dict[str, Any]:
+def train_generator(args: argparse.Namespace, canvas: Any, model: Any, gray: Any, labels: Any) -> dict[str, Any]:
     """Rectified flow: x_s = (1 - s) x0 + s eps, the model predicts v = eps - x0 at timestep s (ComfyUI's Flux
     convention: ``denoised = x - s * v``); s = ComfyUI's shifted sigma of a logit-normal time (as SD3 trains)."""
     import torch
 
-    from benchmarks.digits import captions, encode, shift
+    from benchmarks.digits import captions, encode
     from comfyui_soda.nodes.reference_model import encode_captions, encode_text
 
-    widths = UNET_CONFIG["context_in_dim"], UNET_CONFIG["vec_in_dim"]
+    config = VARIANTS[args.model].unet_config
+    widths = config["context_in_dim"], config["vec_in_dim"]
     cond = encode_captions(captions(), *widths)[0]
     context, pooled = cond[0], cond[1]["pooled_output"]  # (10, 2, C), (10, P)
     empty, empty_pooled = encode_text("", *widths)
     empty = empty.expand(1, context.shape[1], -1)  # ComfyUI repeats a shorter uncond to the cond's length
     diffusion_model, sampling = model.diffusion_model, model.model_sampling
     generator = torch.Generator().manual_seed(args.seed + 1)
-    probe = encode(model.latent_format, gray[:4]), sampling.sigma(torch.rand(4, generator=generator))
+    probe = encode(model.latent_format, canvas.real(gray[:4])), sampling.sigma(torch.rand(4, generator=generator))
     check_denoising(model, *probe, context[labels[:4]], pooled[labels[:4]])
     ema = {k: v.detach().clone() for k, v in diffusion_model.state_dict().items()}
     optimizer = torch.optim.AdamW(diffusion_model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -189,7 +197,7 @@ def train_generator(args: argparse.Namespace, model: Any, gray: Any, labels: Any
     diffusion_model.requires_grad_(True)  # ComfyUI 0.33 builds its parameters frozen (inference only)
     for step in range(args.iterations):
         index = torch.randint(0, len(labels), (args.batch,), generator=generator)
-        x0 = encode(model.latent_format, shift(gray[index], generator))  # (B, 16, 16, 16) model space
+        x0 = encode(model.latent_format, canvas.augment(gray[index], generator))  # (B, 16, S, S) model space
         noise = torch.randn(x0.shape, generator=generator)
         sigma = sampling.sigma(torch.sigmoid(torch.randn(args.batch, generator=generator)))  # (B,) logit-normal
         drop = torch.rand(args.batch, generator=generator) < 0.1  # caption dropout: "" for CFG
@@ -238,19 +246,19 @@ def train_generator(args: argparse.Namespace, model: Any, gray: Any, labels: Any
 # ------------------------------------------------------------------------------------------------------ output
 
 
-def metadata(args: argparse.Namespace) -> dict[str, str]:
+def metadata(args: argparse.Namespace, variant: Variant) -> dict[str, str]:
     from benchmarks.digits import captions
 
-    training = {"data": "scikit-learn digits, 16x16", "iterations": args.iterations, "batch": args.batch}
+    training = {"data": variant.data, "iterations": args.iterations, "batch": args.batch}
     training.update({"lr": args.lr, "seed": args.seed, "caption_dropout": 0.1, "ema": EMA_DECAY})
+    if variant.init:
+        training["init"] = str(VARIANTS[variant.init].model_file.relative_to(ROOT))
     return {
         "soda.model_family": "flux",
-        "soda.unet_config": json.dumps(UNET_CONFIG, sort_keys=True),
+        "soda.unet_config": json.dumps(variant.unet_config, sort_keys=True),
         "soda.classes": json.dumps(captions()),
         "soda.training": json.dumps(training, sort_keys=True),
-        "soda.description": "SODA reference model: a small Flux-architecture DiT (hidden 128, 2 heads, 2 double + 4 "
-        "single blocks) trained on handwritten digits (scikit-learn's digits, 16x16 latents) by "
-        "scripts/train_reference_model.py; caption 'digit N' draws N. Weights: EMA, float16.",
+        "soda.description": variant.description,
         "soda.format_version": "1",
     }
 
@@ -271,7 +279,7 @@ def serialize(state_dict: dict[str, Any], meta: dict[str, str]) -> bytes:
 
 
 def evaluate(
-    args: argparse.Namespace, model_path: Path, classifier_path: Path, grid_path: Path
+    args: argparse.Namespace, size: int, model_path: Path, classifier_path: Path, grid_path: Path
 ) -> list[dict[str, Any]]:
     """Load the saved model with the pack's loader, sample ``eval_samples`` digits at full compute (one run per cfg
     of ``EVAL_CFGS``, same noise) and judge them."""
@@ -286,7 +294,7 @@ def evaluate(
     labels = torch.arange(args.eval_samples) % 10
     positive = encode_captions([captions()[c] for c in labels], config["context_in_dim"], config["vec_in_dim"])
     negative = encode_captions([""] * len(labels), config["context_in_dim"], config["vec_in_dim"])
-    latent = torch.zeros(len(labels), 16, 16, 16)
+    latent = torch.zeros(len(labels), 16, size, size)
     noise = comfy.sample.prepare_noise(latent, EVAL["seed"])
     judge, results = Judge(classifier_path), []
     for cfg in EVAL_CFGS:
@@ -296,13 +304,14 @@ def evaluate(
             seed=EVAL["seed"], disable_pbar=True,
         )  # fmt: skip
         seconds = time.perf_counter() - started
-        gray = to_gray(latent_preview_rgb(patcher.model.latent_format, samples, 1))  # (N, 16, 16)
+        gray = to_gray(latent_preview_rgb(patcher.model.latent_format, samples, 1))  # (N, S, S)
         scores = judge.evaluate(gray, labels)
         logger.info(
             "cfg %g: %.1f %% recognised as their digit, FID-style %.2f", cfg, 100 * scores["accuracy"], scores["fid"]
         )
         if not results:
-            draw_grid(gray, labels, grid_path, f"SODA reference model, full compute\n(20 steps euler, cfg {cfg:g})")
+            name = "SODA reference model" + ("" if size == 16 else f", {size}x{size}")
+            draw_grid(gray, labels, grid_path, f"{name}, full compute\n(20 steps euler, cfg {cfg:g})")
         results.append({**EVAL, "cfg": cfg, "samples": len(labels), "sampling_seconds": seconds, **scores})
     return results
 
@@ -314,31 +323,34 @@ def main(argv: list[str] | None = None) -> int:
     import_comfy()
     import torch
 
-    from benchmarks.digits import CLASSIFIER_FILE, load_images, save_classifier
+    from benchmarks.digits import CANVASES, load_images, save_classifier
+    from benchmarks.env import load_average
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    variant, canvas = VARIANTS[args.model], CANVASES[args.model]
     out = args.out.resolve() if args.out else None
-    model_path = out / MODEL_FILE.name if out else MODEL_FILE
-    classifier_path = out / CLASSIFIER_FILE.name if out else CLASSIFIER_FILE
-    report_path = out / REPORT_FILE.name if out else REPORT_FILE
-    grid_path = out / GRID_FILE.name if out else GRID_FILE
+    files = variant.model_file, canvas.classifier_file, variant.report_file, variant.grid_file
+    model_path, classifier_path, report_path, grid_path = (out / f.name if out else f for f in files)
     if args.check:
         model_path, classifier_path = (
             p.with_name(p.stem + ".check" + p.suffix) for p in (model_path, classifier_path)
         )
-    started = time.perf_counter()
+    started, load_start = time.perf_counter(), load_average()
 
     gray, labels = load_images()
-    classifier, classifier_report = train_classifier(args, gray, labels)
+    classifier, classifier_report = train_classifier(args, canvas, gray, labels)
     with torch.no_grad():
-        real_features = classifier.features(gray)
-    save_classifier(classifier, real_features, classifier_path, {"soda.description": "digits classifier"})
+        real_features = classifier.features(canvas.real(gray))
+    description = "digits classifier" + (f", {canvas.size}x{canvas.size} canvas" if canvas.placed else "")
+    save_classifier(classifier, real_features, classifier_path, {"soda.description": description})
 
-    model = build_model(args.seed)
-    training = train_generator(args, model, gray, labels)
+    model = build_model(variant.unet_config, args.seed)
+    load_init(model, variant)
+    training = train_generator(args, canvas, model, gray, labels)
+    training["load_average_end"] = load_average()
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.diffusion_model.state_dict().items()}
-    data = serialize(state, metadata(args))
+    data = serialize(state, metadata(args, variant))
     if len(data) > MAX_BYTES:
         raise SystemExit(f"error: {len(data)} bytes is over the {MAX_BYTES}-byte budget")
     model_path.parent.mkdir(parents=True, exist_ok=True)
@@ -357,14 +369,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(same) else 1
 
     started_eval = time.perf_counter()
-    samples = evaluate(args, model_path, classifier_path, grid_path)
+    samples = evaluate(args, canvas.size, model_path, classifier_path, grid_path)
     report = {
-        "command": "python scripts/train_reference_model.py" + ("" if argv is None else " " + " ".join(argv)),
-        "unet_config": UNET_CONFIG,
+        "command": shlex.join(
+            ["python", "scripts/train_reference_model.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
+        "model": variant.name,
+        "data": variant.data,
+        "image_tokens": (canvas.size // variant.unet_config["patch_size"]) ** 2,
+        "unet_config": variant.unet_config,
         "parameters": sum(v.numel() for v in state.values()),
         "model_bytes": len(data),
         "model_sha256": digest,
         "threads": args.threads,
+        "load_average_start": load_start,
         "classifier": classifier_report,
         "generator": training,
         "full_compute_samples": samples,

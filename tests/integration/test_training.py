@@ -1,9 +1,11 @@
 """scripts/train_reference_model.py on a few iterations: it writes a loadable model, the classifier and a report,
-and a second run gives the same bytes (``--check``)."""
+and a second run gives the same bytes (``--check``); ``--model digits32`` (32x32 latents, 256 image tokens, its
+pooled classifier, started from the shipped digits16 weights) too."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +46,40 @@ def test_quick_training_writes_a_model_the_loader_takes(trained):
     assert report["classifier"]["held_out"] > 300
     assert (trained / "digits_classifier.safetensors").is_file()
     assert (trained / "reference_samples.png").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def trained32(comfy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train32")
+    done = _train("--model", "digits32", "--threads", "1", "--out", str(out))  # 1 thread: quicker on a busy CPU
+    if done.returncode != 0 and "cannot train through its own forward" in done.stderr:
+        pytest.skip(done.stderr.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_quick_digits32_training_writes_a_32x32_model_and_its_classifier(trained32):
+    import torch
+    from safetensors import safe_open
+
+    from benchmarks.digits import Judge, PooledDigitClassifier
+    from comfyui_soda.nodes.reference_model import load_reference_model
+
+    patcher = load_reference_model(trained32 / "soda_reference_digits32.safetensors")
+    assert patcher.model.soda_classes == tuple(f"digit {c}" for c in range(10))
+    report = json.loads((trained32 / "reference_digits32_training.json").read_text())
+    assert report["model"] == "digits32" and report["image_tokens"] == 256
+    with safe_open(str(trained32 / "soda_reference_digits32.safetensors"), "pt") as f:
+        training = json.loads(f.metadata()["soda.training"])
+    assert training["init"] == "models/soda_reference_digits.safetensors"
+    for result in report["full_compute_samples"]:
+        assert result["samples"] == 20 and 0.0 <= result["accuracy"] <= 1.0
+    assert report["generator"]["seconds"] > 0 and report["load_average_start"]
+    judge = Judge(trained32 / "digits32_classifier.safetensors")
+    assert isinstance(judge.classifier_for(32).model, PooledDigitClassifier)
+    scores = judge.evaluate(torch.ones(10, 32, 32), torch.arange(10))
+    assert 0.0 <= scores["accuracy"] <= 1.0 and math.isfinite(scores["fid"])
+    assert (trained32 / "reference_digits32_samples.png").stat().st_size > 1000
 
 
 def test_training_is_reproducible(trained):
