@@ -121,16 +121,16 @@ def build_model(config: dict[str, Any], seed: int) -> Any:
 
 
 def load_init(model: Any, variant: Variant) -> None:
-    """Start from ``variant.init``'s shipped weights (float16 on disk, trained as float32)."""
-    import torch
-    from safetensors.torch import load_file
+    """Start from ``variant.init``'s shipped weights (float16 on disk, trained as float32), read by the pack's loader
+    so the keys are this ComfyUI's (0.33 names the QK norms' weights ``scale``)."""
+    from comfyui_soda.nodes.reference_model import load_reference_model
 
     path = VARIANTS[variant.init].model_file if variant.init else None
     if path is None:
         return
     if not path.is_file():
         raise SystemExit(f"error: {variant.name} starts from {path}, which is missing (train --model {variant.init})")
-    model.diffusion_model.load_state_dict({k: v.to(torch.float32) for k, v in load_file(str(path)).items()})
+    model.diffusion_model.load_state_dict(load_reference_model(path).model.diffusion_model.state_dict())
     logger.info("generator: starting from %s", path.relative_to(ROOT))
 
 
