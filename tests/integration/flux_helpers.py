@@ -76,3 +76,21 @@ def sample(
         seed=seed,
         disable_pbar=True,
     )
+
+
+def profile_tiny(patcher: Any, steps: int = 6, cfg: float = 1.0, **config: Any) -> Any:
+    """Profile Sensitivity on a (1, 16, 16, 16) latent, euler/simple, seed 0, max distance 4 unless ``config`` says
+    otherwise: (profile, full-compute latent)."""
+    from comfyui_soda.nodes.profiling import SamplingSettings, profile_model
+    from comfyui_soda.soda_core.profiler import ProfileConfig
+
+    latent = {"samples": torch.zeros(1, 16, 16, 16)}
+    settings = SamplingSettings(seed=0, steps=steps, cfg=cfg, sampler_name="euler", scheduler="simple")
+    return profile_model(
+        patcher,
+        conditioning(patcher, 1),
+        conditioning(patcher, 2, words=3),
+        latent,
+        settings,
+        ProfileConfig(**{"max_distance": 4, **config}),
+    )

@@ -5,31 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flux_helpers import conditioning, sample, tiny_flux
+from flux_helpers import conditioning, profile_tiny, sample, tiny_flux
 
 
 pytestmark = pytest.mark.integration
 
 
-def _profile(patcher, steps=6, cfg=1.0, **config):
-    from comfyui_soda.nodes.profiling import SamplingSettings, profile_model
-    from comfyui_soda.soda_core.profiler import ProfileConfig
-
-    latent = {"samples": torch.zeros(1, 16, 16, 16)}
-    settings = SamplingSettings(seed=0, steps=steps, cfg=cfg, sampler_name="euler", scheduler="simple")
-    return profile_model(
-        patcher,
-        conditioning(patcher, 1),
-        conditioning(patcher, 2, words=3),
-        latent,
-        settings,
-        ProfileConfig(**{"max_distance": 4, **config}),
-    )
-
-
 def test_profiling_run_is_full_compute_and_fills_the_tables(comfy):
     patcher = tiny_flux()
-    profile, latent = _profile(patcher, steps=6, cfg=2.0)
+    profile, latent = profile_tiny(patcher, steps=6, cfg=2.0)
     assert torch.equal(latent["samples"], sample(patcher, steps=6, cfg=2.0))
     assert profile.cache_error.shape == (6, 4, 2, 4)
     assert profile.prune_error.shape == (6, 4, 2, 4, 9)
@@ -74,7 +58,7 @@ def test_prune_error_equals_an_explicit_mix(comfy):
         torch.testing.assert_close(float(sums[j]), float((1 - cos).mean()), rtol=1e-5, atol=1e-7)
 
 
-def test_block_granularity_profile(comfy):
+def test_block_granularityprofile_tiny(comfy):
     from comfyui_soda.nodes.profiling import SamplingSettings, profile_model
     from comfyui_soda.soda_core.layout import Granularity
     from comfyui_soda.soda_core.profiler import ProfileConfig
@@ -104,7 +88,7 @@ def test_memory_bound_is_enforced_before_sampling(comfy, monkeypatch, sketch_dim
     calls = []
     monkeypatch.setattr(comfy.sample, "sample", lambda *a, **k: calls.append(1))
     with pytest.raises(ValueError, match=r"needs \d+ MB \(ring .* working .*memory_limit_mb=0.*Fix: raise"):
-        _profile(patcher, memory_limit_mb=0.01, sketch_dim=sketch_dim)
+        profile_tiny(patcher, memory_limit_mb=0.01, sketch_dim=sketch_dim)
     assert not calls
 
 
@@ -143,7 +127,7 @@ def test_cancel_stops_profiling_and_leaves_nothing_behind(comfy):
     comfy.model_management.interrupt_current_processing(True)
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
-            _profile(patcher)
+            profile_tiny(patcher)
     finally:
         comfy.model_management.interrupt_current_processing(False)
     assert (repr(patcher.model_options), dict(patcher.patches)) == before

@@ -6,26 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flux_helpers import conditioning, sample, tiny_flux
+from flux_helpers import profile_tiny, sample, tiny_flux
 
 
 pytestmark = pytest.mark.integration
 
 
 def _profile(patcher, steps=6, **config):
-    from comfyui_soda.nodes.profiling import SamplingSettings, profile_model
-    from comfyui_soda.soda_core.profiler import ProfileConfig
-
-    latent = {"samples": torch.zeros(1, 16, 16, 16)}
-    settings = SamplingSettings(seed=0, steps=steps, cfg=1.0, sampler_name="euler", scheduler="simple")
-    return profile_model(
-        patcher,
-        conditioning(patcher, 1),
-        conditioning(patcher, 2, words=3),
-        latent,
-        settings,
-        ProfileConfig(**{"max_distance": 4, "sketch_dim": 0, **config}),
-    )
+    return profile_tiny(patcher, steps, **{"sketch_dim": 0, **config})
 
 
 def test_profiling_times_the_blocks_and_plans_in_wall_time(comfy, tmp_path):
