@@ -24,14 +24,18 @@ def _train(*args: str, quick: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
-@pytest.fixture(scope="module")
-def trained(comfy, tmp_path_factory):
-    out = tmp_path_factory.mktemp("train")
-    done = _train("--out", str(out))
+def _trained_into(out, *args: str):
+    """A quick training into ``out``; skipped where ComfyUI cannot train (0.33: a kernel without a backward)."""
+    done = _train(*args, "--out", str(out))
     if done.returncode != 0 and "cannot train through its own forward" in done.stderr:
-        pytest.skip(done.stderr.strip().splitlines()[-1])  # ComfyUI 0.33: a kernel without a backward, said clearly
+        pytest.skip(done.stderr.strip().splitlines()[-1])
     assert done.returncode == 0, done.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def trained(comfy, tmp_path_factory):
+    return _trained_into(tmp_path_factory.mktemp("train"))
 
 
 def test_quick_training_writes_a_model_the_loader_takes(trained):
@@ -49,13 +53,8 @@ def test_quick_training_writes_a_model_the_loader_takes(trained):
 
 
 @pytest.fixture(scope="module")
-def trained32(comfy, tmp_path_factory):
-    out = tmp_path_factory.mktemp("train32")
-    done = _train("--model", "digits32", "--threads", "1", "--out", str(out))  # 1 thread: quicker on a busy CPU
-    if done.returncode != 0 and "cannot train through its own forward" in done.stderr:
-        pytest.skip(done.stderr.strip().splitlines()[-1])
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out
+def trained32(comfy, tmp_path_factory):  # 1 thread: quicker on a busy CPU
+    return _trained_into(tmp_path_factory.mktemp("train32"), "--model", "digits32", "--threads", "1")
 
 
 def test_quick_digits32_training_writes_a_32x32_model_and_its_classifier(trained32):
