@@ -14,6 +14,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from .methods import COMPENSATED, SODA
+
 
 def step_flops(profile: Any, schedule: Any) -> list[float]:
     """Predicted FLOPs of every step of ``schedule`` (one batch row), from the profile's FlopModel."""
@@ -119,7 +121,7 @@ def matched_speedups(
     methods: list[dict[str, Any]],
     families: tuple[str, ...],
     rivals: tuple[str, ...],
-    modes: tuple[str, ...] = ("SODA",),
+    modes: tuple[str, ...] = (SODA,),
     speedups: tuple[float, ...] = (1.5, 2.0, 3.0, 4.0),
 ) -> list[dict[str, Any]]:
     """Per speed-up and axis: each family's PSNR (``psnr_at``) and SODA's margin over the best of ``rivals`` (the
@@ -133,7 +135,7 @@ def matched_speedups(
             best_other = max(others) if others else None
             own = [(v["psnr"], f) for f, v in values.items() if f in modes and v is not None]
             best = max(own) if own else None
-            plain = values.get("SODA")
+            plain = values.get(SODA)
             rows.append(
                 {
                     "axis": key,
@@ -154,7 +156,7 @@ MARGIN_DB = {2.0: 2.0, 3.0: 3.0, 4.0: 3.0}  # the issue's targets: SODA's best m
 
 
 def _soda(methods: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
-    return next((m for m in methods if m["family"] == "SODA" and m["params"].get("target") == target), None)
+    return next((m for m in methods if m["family"] == SODA and m["params"].get("target") == target), None)
 
 
 def targets(run: dict[str, Any], judged: bool, matched: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -162,7 +164,7 @@ def targets(run: dict[str, Any], judged: bool, matched: list[dict[str, Any]]) ->
     methods, base = run["methods"], run["baseline"]
     rows = []
     for m in methods:
-        if m["family"] == "SODA" and m.get("flops_speedup"):
+        if m["family"] == SODA and m.get("flops_speedup"):
             target = m["params"]["target"]
             error = m["flops_speedup"] / target - 1.0
             rows.append(_row(f"FLOPs ratio within 3 % of the {target:g}x target", f"{error:+.2%}", abs(error) <= 0.03))
@@ -220,10 +222,10 @@ def _margin(run: dict[str, Any], speedup: float) -> float | None:
 def _compensation_rows(methods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Compensation ``auto`` against SODA without it at the same target: never worse, >= 1 dB better from 3x."""
     rows = []
-    plain = {m["params"].get("target"): m for m in methods if m["family"] == "SODA"}
+    plain = {m["params"].get("target"): m for m in methods if m["family"] == SODA}
     for m in methods:
         target = m["params"].get("target")
-        if m["family"] != "SODA + compensation" or target not in plain:
+        if m["family"] != COMPENSATED or target not in plain:
             continue
         ours, theirs = (x.get("fidelity", {}).get("psnr") for x in (m, plain[target]))
         if ours is None or theirs is None:
