@@ -3,7 +3,7 @@
 ``scripts/train_reference_model.py --model NAME`` trains one of ``VARIANTS`` with one shared training loop:
 
 * ``digits16`` (the default, the pack's embedded model): digits filling a 16x16 latent, 64 image tokens;
-* ``digits32``: the same digits on a 32x32 sheet of paper at random positions, 256 image tokens of which most are
+* ``digits32``: the same digits, each in a random quadrant of a 32x32 sheet of paper, 256 image tokens of which most are
   static paper (``benchmarks/digits.py``, ``Canvas``): the model on which token recompute can matter. Same
   architecture, fine-tuned from ``digits16``'s shipped weights: Flux's rotary positions are relative, so the
   digit-drawing transfers and the fine-tune only learns the paper around it and where to put the digit; four times
@@ -73,14 +73,14 @@ VARIANTS = {
         model_file=ROOT / "models" / "soda_reference_digits32.safetensors",
         report_file=ROOT / "benchmarks" / "results" / "reference_digits32_training.json",
         grid_file=ROOT / "docs" / "images" / "reference_digits32_samples.png",
-        data="scikit-learn digits, 16x16, at a random even offset on a 32x32 sheet of paper",
+        data="scikit-learn digits, 16x16, in a random quadrant of a 32x32 sheet of paper",
         description="SODA reference model, 32x32: a small Flux-architecture DiT (hidden 128, 2 heads, 2 double + "
-        "4 single blocks) trained on handwritten digits (scikit-learn's digits, 16x16, placed at random on a 32x32 "
-        "latent of paper: 256 image tokens) by scripts/train_reference_model.py --model digits32; caption "
+        "4 single blocks) trained on handwritten digits (scikit-learn's digits, 16x16, each in a random quadrant of a "
+        "32x32 latent of paper: 256 image tokens) by scripts/train_reference_model.py --model digits32; caption "
         "'digit N' draws N. Weights: EMA, float16.",
-        iterations=700,
+        iterations=2200,
         batch=32,
-        lr=5e-4,
+        lr=1e-3,
         init="digits16",
     ),
 }

@@ -17,9 +17,9 @@ What it makes for ``--model digits16`` (the default), from scikit-learn's bundle
   samples): the saved model is loaded back with the pack's loader and samples ``--eval-samples`` digits through
   ``comfy.sample.sample`` at full compute (20 steps euler/simple, cfg 1.0 and 1.5), which the classifier judges.
 
-``--model digits32`` makes the same kinds of files (names in ``scripts/reference_variants.py``) for the digits at
-random positions on a 32x32 latent of paper (256 image tokens, most of them static paper), and its classifier for
-32x32 images (global max pooling over positions).
+``--model digits32`` makes the same kinds of files (names in ``scripts/reference_variants.py``) for the digits,
+each in a random quadrant of a 32x32 latent of paper (256 image tokens, three quarters of them static paper), and
+its classifier for 32x32 images (global max pooling over positions).
 
 Training goes through ComfyUI's own Flux forward; the tensors autograd saves are copied as they are saved, so the
 blocks' in-place adds do not break the backward pass (``autograd_safe``). Fixed seed and
