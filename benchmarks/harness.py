@@ -130,6 +130,7 @@ def _soda_figures(method: Method, reports: list[Any], profile: Any, step_seconds
         "step_gflops": [f / 1e9 for f in flops],
         "step_kinds": analysis.by_kind(schedule, step_seconds, flops),
         "predicted_error": schedule.predicted_error,
+        "compensated_cells": schedule.compensated_cells(),  # reuse cells per predictor ({} without compensation)
         "plan_seconds": method.plan_seconds,
     }
 

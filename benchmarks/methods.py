@@ -1,5 +1,6 @@
 """What is compared: full compute; SODA at each target, plain and with compensation ``auto`` (forecasts on reuse
-steps), its ablations (cache only, evenly spread full steps, and three open choices); the paper's baselines FORA (static interval cache) and ToCa (token cache) as SODA schedules;
+steps), cache only (no token recompute) with and without compensation, its ablations (evenly spread full steps,
+and three open choices); the paper's baselines FORA (static interval cache) and ToCa (token cache) as SODA schedules;
 ComfyUI core's EasyCache and LazyCache; MagCache-like and TeaCache-like step caches (``benchmarks.peer_caches``).
 
 Every method is a patched clone of the same ModelPatcher, made the way a workflow makes it: SODA and the baselines
@@ -26,6 +27,7 @@ FULL = "full compute"
 SODA = "SODA"
 CACHE_ONLY = "SODA cache only"
 COMPENSATED = "SODA + compensation"
+COMPENSATED_CACHE_ONLY = "SODA + compensation, cache only"
 SODA_UNIFORM = "SODA uniform schedule"
 ABLATION = "SODA ablation"
 FORA = "FORA (static cache)"
@@ -38,6 +40,7 @@ FAMILIES = (
     SODA,
     COMPENSATED,
     CACHE_ONLY,
+    COMPENSATED_CACHE_ONLY,
     SODA_UNIFORM,
     ABLATION,
     FORA,
@@ -48,8 +51,9 @@ FAMILIES = (
     TEACACHE,
 )
 RIVALS = (FORA, TOCA, EASYCACHE, LAZYCACHE, MAGCACHE, TEACACHE)  # what SODA's margin at matched speed is over
-SODA_FAMILIES = (SODA, COMPENSATED, CACHE_ONLY, SODA_UNIFORM, ABLATION)  # planned by SODA from the profile
-SODA_MODES = (SODA, COMPENSATED, CACHE_ONLY)  # what a user picks on the node: SODA's figure is its best of these
+SODA_FAMILIES = (SODA, COMPENSATED, CACHE_ONLY, COMPENSATED_CACHE_ONLY, SODA_UNIFORM, ABLATION)  # planned by SODA
+# what a user picks on the node (pruning on / off, compensation none / auto): SODA's figure is its best of these
+SODA_MODES = (SODA, COMPENSATED, CACHE_ONLY, COMPENSATED_CACHE_ONLY)
 
 
 @dataclass
@@ -143,7 +147,8 @@ def soda_methods(
     core: bool = False,
 ) -> list[Method]:
     """SODA at every target, with compensation ``auto`` (the forecast the profile prices best per reuse cell),
-    cache only, and (unless ``core``) evenly spread full steps and the ablations at ``setting.ablation_target``."""
+    cache only without and with compensation, and (unless ``core``) evenly spread full steps and the ablations at
+    ``setting.ablation_target``."""
     specs: list[tuple[str, str, dict[str, Any], Any, bool, dict[str, Any]]] = []
     for t in setting.targets:
         specs.append((f"SODA {_x(t)}", SODA, {"target": t}, profile, False, {"target": t}))
@@ -152,6 +157,10 @@ def soda_methods(
         specs.append((f"SODA {_x(t)} compensation=auto", COMPENSATED, {}, profile, False, config))
     for t in setting.cache_only_targets:
         specs.append((f"SODA cache-only {_x(t)}", CACHE_ONLY, {}, profile, False, {"target": t, "pruning": False}))
+    for t in setting.compensated_cache_only_targets:
+        config = {"target": t, "pruning": False, "compensation": "auto"}
+        name = f"SODA cache-only {_x(t)} compensation=auto"
+        specs.append((name, COMPENSATED_CACHE_ONLY, {}, profile, False, config))
     for t in () if core else setting.uniform_targets:
         specs.append((f"SODA uniform {_x(t)}", SODA_UNIFORM, {}, profile, False, {"target": t, "anchors": "uniform"}))
     t = None if core else setting.ablation_target

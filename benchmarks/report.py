@@ -84,7 +84,7 @@ def _matched_section(run: dict[str, Any]) -> list[str]:
         "",
         "PSNR of each method family at the speed-up: its best run within ±5 %, else interpolated (*) between its "
         "runs on either side; – where the family does not reach it. Margin: the best SODA mode a user can pick "
-        "(SODA, with compensation, cache only) minus the best of FORA, ToCa, EasyCache, LazyCache, MagCache-like "
+        "(SODA and cache only, each with and without compensation) minus the best of FORA, ToCa, EasyCache, LazyCache, MagCache-like "
         "and TeaCache-like; plain: SODA without compensation minus the same.",
         "",
         "| Speed-up | " + " | ".join(families) + " | SODA margin | plain |",

@@ -19,6 +19,7 @@ FAMILIES = {
     "SODA",
     "SODA + compensation",
     "SODA cache only",
+    "SODA + compensation, cache only",
     "SODA uniform schedule",
     "SODA ablation",
     "FORA (static cache)",
@@ -30,6 +31,8 @@ FAMILIES = {
 }
 PEERS = ("MagCache-like", "TeaCache-like")
 CORE_COMP = "SODA + compensation"
+COMP_CACHE_ONLY = "SODA + compensation, cache only"
+MODES = ("SODA", CORE_COMP, "SODA cache only", COMP_CACHE_ONLY)  # what a user picks: SODA's figure is their best
 RIVALS = {"FORA (static cache)", "ToCa (token cache)", "EasyCache", "LazyCache", *PEERS}
 ABLATIONS = {"prune_attention", "score", "joint_cost"}
 
@@ -67,7 +70,10 @@ def test_every_method_reports_finite_numbers(quick, setting):
         assert method["deterministic"] is not False, method["name"]
     assert {row["axis"] for row in run["matched"]} == {"speedup_wall", "flops_speedup"}
     assert any(row["target"].startswith("FLOPs ratio within 3 %") for row in run["targets"])
-    assert any(row["target"].startswith("compensation auto >= none") for row in run["targets"])
+    compensation_rows = [row["target"] for row in run["targets"] if row["target"].startswith("compensation auto")]
+    assert any(row.endswith("x") for row in compensation_rows) and any(
+        row.endswith(", cache only") for row in compensation_rows
+    )
 
 
 def test_an_extra_run_measures_the_core_methods_at_its_own_steps_and_cfg(quick):
@@ -76,6 +82,11 @@ def test_an_extra_run_measures_the_core_methods_at_its_own_steps_and_cfg(quick):
     assert (extra["steps"], extra["cfg"], extra["core"]) == (4, 2.0, True) and base["cfg"] == 1.0
     assert {m["family"] for m in extra["methods"]} == CORE
     assert all(m["params"].get("compensation") == "auto" for m in extra["methods"] if m["family"] == CORE_COMP)
+    compensated_cache_only = [m for m in extra["methods"] if m["family"] == COMP_CACHE_ONLY]
+    assert compensated_cache_only and all(
+        m["params"]["compensation"] == "auto" and m["params"]["pruning"] is False and m["modules"]["partial"] == 0
+        for m in compensated_cache_only
+    )
     # every method that skipped work has a finite PSNR (EasyCache may skip none of 4 steps: identical, no PSNR)
     assert all(_finite(m["fidelity"]["psnr"]) for m in extra["methods"] if m.get("full_steps", 0) < extra["steps"])
     assert any(p.endswith("quick_4steps_cfg2_speedup_psnr.png") for p in results["quick"]["plots"])
@@ -85,7 +96,7 @@ def test_an_extra_run_measures_the_core_methods_at_its_own_steps_and_cfg(quick):
 def test_soda_margin_is_its_best_mode_over_the_best_rival(quick):
     _, results = quick
     for row in results["quick"]["runs"][0]["matched"]:
-        own = [v["psnr"] for f, v in row["families"].items() if v and f in ("SODA", CORE_COMP, "SODA cache only")]
+        own = [v["psnr"] for f, v in row["families"].items() if v and f in MODES]
         rivals = [v["psnr"] for f, v in row["families"].items() if v and f in RIVALS]
         assert (row["best_other"] is None) == (not rivals) and (row["soda_best"] is None) == (not own)
         if own and rivals:
