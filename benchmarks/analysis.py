@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from .methods import CACHE_ONLY, COMPENSATED, COMPENSATED_CACHE_ONLY, SODA
+from .methods import COMPENSATION_PAIRS, SODA
 
 
 def step_flops(profile: Any, schedule: Any) -> list[float]:
@@ -220,13 +220,10 @@ def _margin(run: dict[str, Any], speedup: float) -> float | None:
 
 
 def _compensation_rows(methods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Compensation ``auto`` against the same mode without it at the same target (SODA; cache only): never worse,
-    >= 1 dB better from 3x."""
+    """Compensation ``auto`` against the same mode without it at the same target (``COMPENSATION_PAIRS``): never
+    worse, >= 1 dB better from 3x."""
     rows = []
-    for compensated, uncompensated, mode in (
-        (COMPENSATED, SODA, ""),
-        (COMPENSATED_CACHE_ONLY, CACHE_ONLY, ", cache only"),
-    ):
+    for compensated, uncompensated, mode in COMPENSATION_PAIRS:
         plain = {m["params"].get("target"): m for m in methods if m["family"] == uncompensated}
         for m in methods:
             target = m["params"].get("target")

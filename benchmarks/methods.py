@@ -54,6 +54,8 @@ RIVALS = (FORA, TOCA, EASYCACHE, LAZYCACHE, MAGCACHE, TEACACHE)  # what SODA's m
 SODA_FAMILIES = (SODA, COMPENSATED, CACHE_ONLY, COMPENSATED_CACHE_ONLY, SODA_UNIFORM, ABLATION)  # planned by SODA
 # what a user picks on the node (pruning on / off, compensation none / auto): SODA's figure is its best of these
 SODA_MODES = (SODA, COMPENSATED, CACHE_ONLY, COMPENSATED_CACHE_ONLY)
+# each compensated mode and the same mode without compensation, with the suffix its target rows carry
+COMPENSATION_PAIRS = ((COMPENSATED, SODA, ""), (COMPENSATED_CACHE_ONLY, CACHE_ONLY, ", cache only"))
 
 
 @dataclass
