@@ -217,7 +217,7 @@ def run(setting: Setting, built: Built, spec: Run) -> dict[str, Any]:
     """Benchmark ``setting`` at one sampling set-up; returns the JSON-ready record of this run."""
     model, positive, negative = built
     steps, core = spec.steps, spec.core
-    setting = setting.with_overrides(repeats=spec.repeats)
+    setting = setting.for_run(spec)
     ctx = Context.create(model, setting, steps, positive, negative)
     if spec.cfg is not None:
         ctx = dataclasses.replace(ctx, cfg=spec.cfg)

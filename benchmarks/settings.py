@@ -5,12 +5,12 @@
   where the matrix products dominate; its fidelity numbers are numerical drift of a random-weight model, not image
   quality.
 * ``reference``: the pack's trained reference model (``models/soda_reference_digits.safetensors``, handwritten
-  digits) at 20 and 50 steps: 4 timed repeats of a batch of 50 digits (5 of each class), each repeat with new noise,
-  so fidelity, classifier accuracy and the FID-style distance are measured on 200 samples per method; then the core
-  methods at 8 steps and at 20 steps with cfg 3;
+  digits) at 20 steps: 3 timed repeats of a batch of 50 digits (5 of each class), each repeat with new noise,
+  so fidelity, classifier accuracy and the FID-style distance are measured on 150 samples per method; then the core
+  methods at 50 steps, at 8 steps and at 20 steps with cfg 3;
 * ``digits32``: the second trained reference model (``models/soda_reference_digits32.safetensors``: each digit in a
   random quadrant of a 32x32 latent of paper, 256 image tokens, three quarters of them static paper: where token
-  recompute can matter) at 20 steps: 4 repeats of a batch of 30 digits (3 of each class), new noise each = 120
+  recompute can matter) at 20 steps: 3 repeats of a batch of 30 digits (3 of each class), new noise each = 90
   samples per method, with fewer baselines than ``reference``; then the core methods at cfg 3 (2 repeats);
 * ``quick`` and ``quick-reference``: a tiny random Flux and the reference model on a few steps and samples, for the
   test suite (well under a minute each), which keeps the harness itself working.
@@ -66,13 +66,15 @@ DIGITS32_MODEL = ROOT / "models" / "soda_reference_digits32.safetensors"
 @dataclass(frozen=True)
 class Run:
     """One sampling set-up a setting is measured at. ``core``: only SODA (plain, cache only, compensated), FORA's
-    fixed intervals and the step caches users pick (EasyCache, LazyCache, MagCache-like, TeaCache-like): the
-    extra runs (few steps, cfg > 1), so that ``make bench`` stays near its hour (measured: 70 min)."""
+    fixed intervals and the step caches users pick (EasyCache, LazyCache, MagCache-like, TeaCache-like), without
+    the ablations, evenly spread schedules and ToCa: the extra runs (50 and few steps, cfg > 1), so that
+    ``make bench`` stays within its hour."""
 
     steps: int
     cfg: float | None = None  # None: the setting's
     core: bool = False
     repeats: int | None = None  # None: the setting's
+    targets: tuple[float, ...] | None = None  # SODA and peer speed-ups planned (None: the setting's)
 
     @property
     def label(self) -> str:
@@ -124,6 +126,12 @@ class Setting:
     @property
     def runs(self) -> tuple[Run, ...]:
         return tuple(Run(steps) for steps in self.steps) + self.extra_runs
+
+    def for_run(self, run: Run) -> Setting:
+        """This setting as ``run`` measures it: its repeats, and its targets within the setting's (which
+        ``--targets`` may have narrowed already; none in common: the setting's first)."""
+        kept = None if run.targets is None else tuple(t for t in self.targets if t in run.targets) or self.targets[:1]
+        return self.with_overrides(repeats=run.repeats, targets=kept)
 
     def with_overrides(self, repeats: int | None = None, targets: tuple[float, ...] | None = None) -> Setting:
         setting = self
@@ -218,10 +226,10 @@ SETTINGS: dict[str, Setting] = {
     ),
     "reference": Setting(
         name="reference",
-        description=REFERENCE_DESCRIPTION + "; latent 50x16x16x16 (64 image + 2 text tokens per sample), 4 repeats "
-        "with new noise = 200 samples per method; euler/simple, cfg 1.0",
+        description=REFERENCE_DESCRIPTION + "; latent 50x16x16x16 (64 image + 2 text tokens per sample), 3 repeats "
+        "with new noise = 150 samples per method; euler/simple, cfg 1.0",
         build=_build_reference(REFERENCE_LABELS),
-        steps=(20, 50),
+        steps=(20,),
         latent_shape=(len(REFERENCE_LABELS), 16, 16, 16),
         targets=(1.5, 2.0, 2.5, 3.0, 4.0),
         cache_only_targets=(1.5, 2.0, 2.5, 3.0, 4.0),
@@ -233,7 +241,7 @@ SETTINGS: dict[str, Setting] = {
         # 9, 11, 12 (at 50 steps: 14-34 and 22-35)
         easycache_thresholds=(0.02, 0.05, 0.1, 0.2, 0.8, 1.2),
         lazycache_thresholds=(0.02, 0.05, 0.1, 0.3, 0.5),
-        repeats=4,
+        repeats=3,
         random_weights=False,
         distinct_repeats=True,
         labels=REFERENCE_LABELS,
@@ -242,15 +250,16 @@ SETTINGS: dict[str, Setting] = {
         # 2.13-2.17x): 1.8x and 2.8x give the matched 2x and 3x points a measured neighbour on either side
         compensated_targets=(1.5, 1.8, 2.0, 2.5, 2.8, 3.0, 4.0),
         compensated_cache_only_targets=(2.0, 3.0, 4.0),
-        extra_runs=(Run(8, core=True), Run(20, cfg=3.0, core=True)),  # few-step sampling; classifier-free guidance
-        facts={"labels_per_batch": "5 of each digit", "samples_per_method": 4 * len(REFERENCE_LABELS)},
+        # more steps; few-step sampling; classifier-free guidance
+        extra_runs=(Run(50, core=True), Run(8, core=True), Run(20, cfg=3.0, core=True)),
+        facts={"labels_per_batch": "5 of each digit", "samples_per_method": 3 * len(REFERENCE_LABELS)},
     ),
     "digits32": Setting(
         name="digits32",
         description="The second trained reference model (models/soda_reference_digits32.safetensors: the "
         "reference architecture fine-tuned on digits in a random quadrant of a 32x32 latent of paper), conditioned "
-        "by class captions; latent 30x16x32x32 (256 image + 2 text tokens per sample), 4 repeats with new noise = "
-        "120 samples per method; euler/simple, cfg 1.0",
+        "by class captions; latent 30x16x32x32 (256 image + 2 text tokens per sample), 3 repeats with new noise = "
+        "90 samples per method; euler/simple, cfg 1.0",
         build=_build_reference(DIGITS32_LABELS, DIGITS32_MODEL),
         steps=(20,),
         latent_shape=(len(DIGITS32_LABELS), 16, 32, 32),
@@ -264,15 +273,16 @@ SETTINGS: dict[str, Setting] = {
         # 20 steps (0.2 / 0.3: 9, 1.2: 12 again), LazyCache 8, 10, 12 (0.1: 11; 0.3 / 0.5: 12 again)
         easycache_thresholds=(0.05, 0.1, 0.5, 0.8),
         lazycache_thresholds=(0.02, 0.05, 0.2),
-        repeats=4,
+        repeats=3,
         random_weights=False,
         distinct_repeats=True,
         labels=DIGITS32_LABELS,
         profile_seed=10_000,
         compensated_targets=(1.5, 2.0, 3.0, 4.0),
         compensated_cache_only_targets=(2.0, 3.0, 4.0),
-        extra_runs=(Run(20, cfg=3.0, core=True, repeats=2),),  # classifier-free guidance (60 samples)
-        facts={"labels_per_batch": "3 of each digit", "samples_per_method": 4 * len(DIGITS32_LABELS)},
+        # classifier-free guidance (60 samples), at the matched speed-ups only
+        extra_runs=(Run(20, cfg=3.0, core=True, repeats=2, targets=(2.0, 3.0, 4.0)),),
+        facts={"labels_per_batch": "3 of each digit", "samples_per_method": 3 * len(DIGITS32_LABELS)},
     ),
     "quick": Setting(
         name="quick",
@@ -295,7 +305,7 @@ SETTINGS: dict[str, Setting] = {
         cache_start_percent=0.0,
         compensated_targets=(2.0,),
         compensated_cache_only_targets=(2.0,),
-        extra_runs=(Run(4, cfg=2.0, core=True),),
+        extra_runs=(Run(4, cfg=2.0, core=True, targets=(2.0,)),),
         facts={"unet_config": _params(QUICK_FLUX), "text_tokens": 8},
     ),
     "quick-reference": Setting(

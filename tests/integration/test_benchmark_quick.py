@@ -81,6 +81,12 @@ def test_an_extra_run_measures_the_core_methods_at_its_own_steps_and_cfg(quick):
     base, extra = results["quick"]["runs"]
     assert (extra["steps"], extra["cfg"], extra["core"]) == (4, 2.0, True) and base["cfg"] == 1.0
     assert {m["family"] for m in extra["methods"]} == CORE
+    # the extra run plans SODA and the peers at its own targets (2x) only, the setting's run at 1.5x and 2x
+    planned = {
+        run["steps"]: {m["params"]["target"] for m in run["methods"] if "target" in m["params"]}
+        for run in (base, extra)
+    }
+    assert planned == {6: {1.5, 2.0}, 4: {2.0}}
     assert all(m["params"].get("compensation") == "auto" for m in extra["methods"] if m["family"] == CORE_COMP)
     compensated_cache_only = [m for m in extra["methods"] if m["family"] == COMP_CACHE_ONLY]
     assert compensated_cache_only and all(
