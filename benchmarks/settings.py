@@ -280,7 +280,8 @@ SETTINGS: dict[str, Setting] = {
         profile_seed=10_000,
         compensated_targets=(1.5, 2.0, 3.0, 4.0),
         compensated_cache_only_targets=(2.0, 3.0, 4.0),
-        # classifier-free guidance (60 samples), at the matched speed-ups only
+        # classifier-free guidance (60 samples), at the matched speed-ups only. Known gap (2026-12-04 run): the
+        # compensated plans land at 2.18x for 2x and, with no plan below, the matched 2x point has none of them
         extra_runs=(Run(20, cfg=3.0, core=True, repeats=2, targets=(2.0, 3.0, 4.0)),),
         facts={"labels_per_batch": "3 of each digit", "samples_per_method": 3 * len(DIGITS32_LABELS)},
     ),
