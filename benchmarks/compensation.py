@@ -2,7 +2,8 @@
 predictor, at matched FLOPs targets, on the trained reference model.
 
     python benchmarks/compensation.py [--steps 20] [--targets 2,3,4] [--seeds 3]
-                                      [--modes none,taylor1,taylor2,goc,auto] [--pruning] [--out FILE.json]
+                                      [--modes none,taylor1,taylor2,goc,auto] [--pruning] [--max-distance 8]
+                                      [--out FILE.json]
 
 Set-up as ``benchmarks/run.py --setting reference``: batches of 50 digits (5 of each), euler/simple, cfg 1.0, the
 profile measured on the calibration seed 10000 (other noise than the judged runs), each judged seed a new batch of
@@ -39,6 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3, help="judged batches of 50 digits, each with new noise")
     parser.add_argument("--modes", type=str, default="none,taylor1,taylor2,goc,auto")
     parser.add_argument("--pruning", action="store_true", help="cache and prune (UAS); default: cache only")
+    parser.add_argument(
+        "--max-distance", type=int, default=8, help="profiled reuse distances K (forecasts need k + p <= K)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     return parser.parse_args(argv)
 
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     calibration = SamplingSettings(setting.profile_seed, ctx.steps, ctx.cfg, ctx.sampler, ctx.scheduler)
     start = time.perf_counter()
     profile, _ = profile_model(
-        model, positive, negative, {"samples": ctx.latent}, calibration, ProfileConfig(max_distance=8)
+        model, positive, negative, {"samples": ctx.latent}, calibration, ProfileConfig(max_distance=args.max_distance)
     )
     profiled = time.perf_counter() - start
     full = torch.cat([sample(model, ctx, r).latent for r in range(args.seeds)])
@@ -102,6 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "steps": args.steps,
         "seeds": args.seeds,
         "pruning": args.pruning,
+        "max_distance": args.max_distance,
         "profile_seconds": profiled,
         "rows": rows,
     }

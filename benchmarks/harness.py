@@ -131,6 +131,7 @@ def _soda_figures(method: Method, reports: list[Any], profile: Any, step_seconds
         "step_kinds": analysis.by_kind(schedule, step_seconds, flops),
         "predicted_error": schedule.predicted_error,
         "compensated_cells": schedule.compensated_cells(),  # reuse cells per predictor ({} without compensation)
+        "plain_reuse_reasons": schedule.plain_reuse_reasons(profile.max_distance),  # why the rest is not forecast
         "plan_seconds": method.plan_seconds,
     }
 

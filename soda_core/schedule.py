@@ -102,6 +102,27 @@ class Schedule:
         codes = self.compensation[reused]
         return {name: int((codes == i).sum()) for i, name in enumerate(PREDICTORS)}
 
+    def plain_reuse_reasons(self, max_distance: int) -> dict[str, int]:
+        """Why the reuse cells no forecast serves are plain reuse, from the anchors around each and the profile's
+        longest reuse distance K ({} without compensation):
+
+        ``first_interval``   only one anchor before the step: every forecast needs two
+        ``beyond_window``    distance k to the last anchor plus the interval p before it exceeds K: the profiler
+                             never held both anchors' outputs, so no forecast error was measured there
+        ``measured_better``  plain reuse had the least measured error (or GOC's weight is 0: an inflection)
+        """
+        if not self.compensated:
+            return {}
+        counts = dict.fromkeys(("first_interval", "beyond_window", "measured_better"), 0)
+        for t in range(self.steps):
+            before = [a for a in self.anchors if a <= t]
+            if before[-1] == t:
+                continue
+            k, p = t - before[-1], before[-1] - before[-2] if len(before) > 1 else 0
+            reason = "first_interval" if p == 0 else "beyond_window" if k + p > max_distance else "measured_better"
+            counts[reason] += int((self.compensation[t] == 0).sum())
+        return counts
+
     def distance(self, step: int) -> int:
         """Steps since the last anchor (0 on an anchor step)."""
         last = max(a for a in self.anchors if a <= step)

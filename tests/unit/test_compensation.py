@@ -241,6 +241,23 @@ def test_auto_picks_the_least_error_per_cell_and_never_predicts_worse_than_none(
     assert bool((auto.weights[goc_cells] != 0).all()) and bool((auto.weights[~goc_cells] == 0).all())
 
 
+def test_plain_reuse_reasons_sort_every_uncompensated_reuse_cell_by_its_anchors():
+    profile = _compensated_profile()
+    auto = plan(profile, PlanConfig(target=3.0, pruning=False, compensation="auto"))
+    reasons, window = auto.plain_reuse_reasons(profile.max_distance), profile.max_distance
+    reused = (~auto.anchor_mask).nonzero().flatten()  # (n,)
+    p = previous_intervals(auto.anchors, reused)  # (n,)
+    k = torch.tensor([auto.distance(int(t)) for t in reused])  # (n,)
+    plain = (auto.compensation[reused] == NONE).flatten(1).sum(dim=1)  # (n,) plain cells per reuse step
+    outside, inside = (p > 0) & (k + p > window), (p > 0) & (k + p <= window)
+    assert reasons["first_interval"] == int(plain[p == 0].sum()) > 0
+    assert reasons["beyond_window"] == int(plain[outside].sum()) > 0
+    assert bool((plain[outside] == auto.compensation[0].numel()).all())  # never measured there: never forecast
+    assert reasons["measured_better"] == int(plain[inside].sum()) >= int(inside.sum())  # layer 1 module 0 is bad
+    assert sum(reasons.values()) == auto.compensated_cells()["none"]
+    assert plan(profile, PlanConfig(target=3.0, pruning=False)).plain_reuse_reasons(window) == {}
+
+
 def test_none_plans_exactly_as_without_the_option():
     profile = _compensated_profile()
     for pruning in (False, True):
