@@ -1,11 +1,11 @@
 """Compensation on reuse steps (``soda_core/compensation.py``): PSNR against full compute of SODA with each
-predictor, at matched FLOPs targets, on the trained reference model.
+predictor, at matched FLOPs targets, on a trained reference model.
 
-    python benchmarks/compensation.py [--steps 20] [--targets 2,3,4] [--seeds 3]
+    python benchmarks/compensation.py [--setting reference|digits32] [--steps 20] [--targets 2,3,4] [--seeds 3]
                                       [--modes none,taylor1,taylor2,goc,auto] [--pruning] [--max-distance 8]
                                       [--out FILE.json]
 
-Set-up as ``benchmarks/run.py --setting reference``: batches of 50 digits (5 of each), euler/simple, cfg 1.0, the
+Set-up as ``benchmarks/run.py --setting S``: its batches (reference: 50 digits, digits32: 30), euler/simple, cfg 1.0, the
 profile measured on the calibration seed 10000 (other noise than the judged runs), each judged seed a new batch of
 noise; PSNR / SSIM of the latent previews over all seeds' samples together. Every SODA run goes through the SODA
 Model Patch node with ``compensation`` set; the FLOPs ratio is the one SODA's runtime counted in the run.
@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--targets", type=str, default="2,3,4")
-    parser.add_argument("--seeds", type=int, default=3, help="judged batches of 50 digits, each with new noise")
+    parser.add_argument("--setting", choices=("reference", "digits32"), default="reference", help="which model")
+    parser.add_argument("--seeds", type=int, default=3, help="judged batches of digits, each with new noise")
     parser.add_argument("--modes", type=str, default="none,taylor1,taylor2,goc,auto")
     parser.add_argument("--pruning", action="store_true", help="cache and prune (UAS); default: cache only")
     parser.add_argument(
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from comfyui_soda.soda_core.planner import PlanConfig
     from comfyui_soda.soda_core.profiler import ProfileConfig
 
-    setting = dataclasses.replace(SETTINGS["reference"], repeats=args.seeds)
+    setting = dataclasses.replace(SETTINGS[args.setting], repeats=args.seeds)
     model, positive, negative = setting.build()
     ctx = Context.create(model, setting, args.steps, positive, negative)
     latent_format = model.model.latent_format
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row["extra_mb"],
             )
     return {
+        "setting": args.setting,
         "steps": args.steps,
         "seeds": args.seeds,
         "pruning": args.pruning,

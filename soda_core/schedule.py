@@ -111,17 +111,21 @@ class Schedule:
                              never held both anchors' outputs, so no forecast error was measured there
         ``measured_better``  plain reuse had the least measured error (or GOC's weight is 0: an inflection)
         """
+        from .compensation_plan import previous_intervals
+
         if not self.compensated:
             return {}
-        counts = dict.fromkeys(("first_interval", "beyond_window", "measured_better"), 0)
-        for t in range(self.steps):
-            before = [a for a in self.anchors if a <= t]
-            if before[-1] == t:
-                continue
-            k, p = t - before[-1], before[-1] - before[-2] if len(before) > 1 else 0
-            reason = "first_interval" if p == 0 else "beyond_window" if k + p > max_distance else "measured_better"
-            counts[reason] += int((self.compensation[t] == 0).sum())
-        return counts
+        reused = (~self.anchor_mask).nonzero().flatten()  # (n,) reuse steps
+        known = torch.tensor(self.anchors)
+        k = reused - known[torch.searchsorted(known, reused, right=True) - 1]  # (n,) distance to the last anchor
+        p = previous_intervals(self.anchors, reused)  # (n,) 0: one anchor before
+        plain = (self.compensation[reused] == 0).flatten(1).sum(dim=1)  # (n,) plain cells per reuse step
+        first, beyond = p == 0, (p > 0) & (k + p > max_distance)
+        return {
+            "first_interval": int(plain[first].sum()),
+            "beyond_window": int(plain[beyond].sum()),
+            "measured_better": int(plain[~first & ~beyond].sum()),
+        }
 
     def distance(self, step: int) -> int:
         """Steps since the last anchor (0 on an anchor step)."""

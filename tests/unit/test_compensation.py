@@ -245,9 +245,10 @@ def test_plain_reuse_reasons_sort_every_uncompensated_reuse_cell_by_its_anchors(
     profile = _compensated_profile()
     auto = plan(profile, PlanConfig(target=3.0, pruning=False, compensation="auto"))
     reasons, window = auto.plain_reuse_reasons(profile.max_distance), profile.max_distance
-    reused = (~auto.anchor_mask).nonzero().flatten()  # (n,)
-    p = previous_intervals(auto.anchors, reused)  # (n,)
-    k = torch.tensor([auto.distance(int(t)) for t in reused])  # (n,)
+    reused = [t for t in range(auto.steps) if t not in auto.anchors]
+    before = [[a for a in auto.anchors if a <= t] for t in reused]  # brute force, anchor by anchor
+    k = torch.tensor([t - b[-1] for t, b in zip(reused, before, strict=True)])  # (n,)
+    p = torch.tensor([b[-1] - b[-2] if len(b) > 1 else 0 for b in before])  # (n,)
     plain = (auto.compensation[reused] == NONE).flatten(1).sum(dim=1)  # (n,) plain cells per reuse step
     outside, inside = (p > 0) & (k + p > window), (p > 0) & (k + p <= window)
     assert reasons["first_interval"] == int(plain[p == 0].sum()) > 0
